@@ -1,0 +1,295 @@
+# Added to transformers by the patches of the PiM neuron project (patches/transformers-<version>/).
+"""Record MLP neuron activations while a model generates (Mu et al. 2024, arXiv 2403.09073).
+
+Sites: BLOOM the GELU output `gelu_impl(dense_h_to_4h(x))`; Qwen2/Qwen3 the SiLU of the gate alone
+`act_fn(gate_proj(x))`. Only the last position of each forward call (a "step") is measured: at prefill
+the last prompt token, then each newly generated position. Per step, sequence and layer the recorder
+counts the neurons with activation == 0 (`eq_zero`) and <= 0 (`le_zero`); per layer and neuron it
+counts the steps with activation > 0. Inside `generate`, a sequence that has emitted an EOS token is
+finished: its later steps are not counted.
+
+    model = AutoModelForCausalLM.from_pretrained(path, activate_file=[ratio_path, index_path])
+    model.generate(...)   # appends the call's ratio rows, rewrites the index file (running total)
+
+    recorder = model.start_activation_recording()
+    model.generate(...)
+    stats = recorder.take()          # ActivationStats of the calls since the last take()
+    model.stop_activation_recording()
+
+Cost: the patched MLP keeps a reference to its activation (a copy of the last position at prefill);
+after the last layer, one vectorized update per device covers all its layers. Nothing is copied to the
+host before the generate call ends. Recording off is the stock code path behind one `is None` test.
+"""
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+UNSUPPORTED_GENERATE_OPTIONS = {
+    # option: why a recording cannot honour it
+    "num_beams": "beam search reorders and prunes rows, so steps do not belong to one sequence",
+    "assistant_model": "assisted decoding verifies several positions per forward call",
+    "prompt_lookup_num_tokens": "prompt-lookup decoding verifies several positions per forward call",
+    "prefill_chunk_size": "chunked prefill makes several forward calls for one prompt",
+    "stop_strings": "rows stopped by a stop string are not seen as finished (only EOS is)",
+    "stopping_criteria": "rows stopped by a custom criterion are not seen as finished (only EOS is)",
+}
+
+
+@dataclass
+class ActivationStats:
+    """Statistics of one or more generate calls, on the CPU.
+
+    zero_counts: int64 [rows, layers, 2], per counted step the number of neurons with activation == 0
+        and <= 0; rows are grouped by sequence (batch order), each sequence's steps in order.
+    steps: int64 [sequences], counted steps per sequence (sums to rows).
+    active_counts: int64 [layers, width], per neuron the number of counted steps with activation > 0.
+    width: neurons per layer.
+    """
+
+    zero_counts: torch.Tensor
+    steps: torch.Tensor
+    active_counts: torch.Tensor
+    width: int
+
+    def ratios(self):
+        """float64 [rows, layers, 2]: the shares eq_zero and le_zero of the paper's ratio file."""
+        return self.zero_counts.double() / self.width
+
+
+class _DeviceGroup:
+    """Buffers of the layers that run on one device, for one batch size."""
+
+    def __init__(self, layers, example, batch, capacity):
+        self.layers = layers
+        self.device = example.device
+        width = example.shape[-1]
+        self.stash = torch.empty((len(layers), batch, 1, width), dtype=example.dtype, device=self.device)
+        self.active_counts = torch.zeros((len(layers), width), dtype=torch.int64, device=self.device)
+        self.zero_counts = torch.empty((capacity, len(layers), batch, 2), dtype=torch.int32, device=self.device)
+
+
+class ActivationRecorder:
+    """Accumulates the statistics on the devices of the layers; see the module docstring."""
+
+    def __init__(self, num_layers, files=None):
+        self.num_layers = num_layers
+        self.files = _check_files(files) if files is not None else None
+        self.width = None
+        self.active_counts = None  # int64 [layers, width] on the CPU, running total since start/reset
+        self._pending = [None] * num_layers  # each layer's activation of the current step
+        self._calls = []  # ActivationStats of finished calls not yet taken
+        self._groups = None
+        self._batch = None
+        self._step = None  # steps recorded in the open call, None when no call is open
+        self._eos = None
+
+    # -- called by the patched modeling code ----------------------------------------------------
+    def record(self, layer, activation):
+        """Keep the last position of one layer's activation [batch, seq, width] for this step."""
+        if activation.shape[1] == 1:
+            self._pending[layer] = activation
+        else:  # prefill: copy, so the whole prompt's activations are not kept alive
+            self._pending[layer] = activation[:, -1:].detach().clone()
+
+    @torch.no_grad()
+    def end_step(self, input_ids):
+        """After the last layer: update all counters, on the device of each layer; no host sync."""
+        if self._step is None:
+            self._begin(eos_token_ids=None, capacity=64)
+        if self._step == 0:
+            self._allocate()
+        elif self._eos is not None and input_ids is not None:
+            # the input of this step is the token emitted by the previous one
+            emitted = input_ids[:, -1].to(self._finished.device, non_blocking=True)
+            torch.logical_or(self._finished, torch.isin(emitted, self._eos), out=self._finished)
+        t = self._step
+        if t == self._active.shape[0]:
+            self._grow()
+        torch.logical_not(self._finished, out=self._active[t])
+        for group in self._groups:
+            active = self._active[t].to(group.device, non_blocking=True)
+            torch.stack([self._pending[i] for i in group.layers], out=group.stash)
+            positive = group.stash > 0
+            positive &= active[:, None, None]
+            group.active_counts += positive.sum(dim=1).squeeze(1)
+            torch.stack([(group.stash == 0).sum(-1), (group.stash <= 0).sum(-1)], dim=-1,
+                        out=group.zero_counts[t].unsqueeze(2))
+        self._step = t + 1
+
+    # -- call boundaries (ActivationRecordingMixin.generate) --------------------------------------
+    def _begin(self, eos_token_ids, capacity):
+        self._step = 0
+        self._eos_ids = eos_token_ids
+        self._capacity = max(int(capacity), 1)
+
+    def _allocate(self):
+        missing = [i for i, a in enumerate(self._pending) if a is None]
+        if missing:
+            raise RuntimeError(f"layers {missing} recorded no activation in the first step: their MLP is not "
+                               "the patched one (run `make patch`)")
+        first = self._pending[0]
+        batch, width = first.shape[0], first.shape[-1]
+        if self.width is None:
+            self.width = width
+            self.active_counts = torch.zeros((self.num_layers, width), dtype=torch.int64)
+        layout = [(a.device, a.dtype, a.shape) for a in self._pending]
+        if self._groups is None or self._layout != layout or self._groups[0].zero_counts.shape[0] < self._capacity:
+            by_device = {}
+            for i, a in enumerate(self._pending):
+                by_device.setdefault(a.device, []).append(i)
+            self._groups = [_DeviceGroup(layers, self._pending[layers[0]], batch, self._capacity)
+                            for layers in by_device.values()]
+            self._layout = layout
+        for group in self._groups:
+            group.active_counts.zero_()
+        device = self._groups[0].device
+        self._batch = batch
+        self._finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self._active = torch.empty((self._groups[0].zero_counts.shape[0], batch), dtype=torch.bool, device=device)
+        self._eos = (torch.tensor(self._eos_ids, dtype=torch.long, device=device)
+                     if self._eos_ids else None)
+
+    def _grow(self):
+        for group in self._groups:
+            group.zero_counts = torch.cat([group.zero_counts, torch.empty_like(group.zero_counts)])
+        self._active = torch.cat([self._active, torch.empty_like(self._active)])
+
+    def _end(self):
+        """Close the open call: one copy to the host per device, then the files if any."""
+        steps_run, self._step = self._step, None
+        if not steps_run:
+            return None
+        active = self._active[:steps_run].cpu()  # [steps, batch]
+        zero_counts = torch.empty((steps_run, self.num_layers, self._batch, 2), dtype=torch.int64)
+        counts = torch.empty((self.num_layers, self.width), dtype=torch.int64)
+        for group in self._groups:
+            zero_counts[:, group.layers] = group.zero_counts[:steps_run].cpu().long()
+            counts[group.layers] = group.active_counts.cpu()
+        rows = torch.cat([zero_counts[active[:, b], :, b] for b in range(self._batch)])
+        stats = ActivationStats(rows, active.sum(0), counts, self.width)
+        self.active_counts += counts
+        if self.files is not None:
+            _append_ratio_rows(self.files[0], stats)
+            _write_index(self.files[1], self.active_counts)
+        else:
+            self._calls.append(stats)
+        return stats
+
+    def _abort(self):
+        self._step = None
+
+    # -- reading ----------------------------------------------------------------------------------
+    def take(self):
+        """ActivationStats of all calls since the last take() (None if there were none), then forget them."""
+        if self._step is not None:  # forward calls outside generate form one open call
+            self._end()
+        calls, self._calls = self._calls, []
+        if not calls:
+            return None
+        return ActivationStats(torch.cat([c.zero_counts for c in calls]), torch.cat([c.steps for c in calls]),
+                               functools.reduce(torch.add, [c.active_counts for c in calls]), calls[0].width)
+
+    def reset(self):
+        """Forget everything recorded so far (the running total included)."""
+        self._step = None
+        self._calls = []
+        if self.active_counts is not None:
+            self.active_counts.zero_()
+
+
+def _check_files(files):
+    if isinstance(files, (str, os.PathLike)) or len(files) != 2:
+        raise ValueError(f"activate_file must be [ratio_path, index_path], got {files!r}")
+    for path in files:
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            raise FileExistsError(f"{path} already exists: recording would mix two runs. Remove it or "
+                                  "choose other paths for activate_file.")
+    return [os.fspath(p) for p in files]
+
+
+# The paper's file formats. The project's pim/activation_files.py reads and writes the same bytes,
+# tests/test_recorder.py checks that they agree.
+def _append_ratio_rows(path, stats):
+    lines = [json.dumps({str(layer): pair for layer, pair in enumerate(row)}) + "\n"
+             for row in stats.ratios().tolist()]
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(lines))
+
+
+def _write_index(path, counts):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({str(layer): row for layer, row in enumerate(counts.tolist())}) + "\n")
+    os.replace(tmp, path)
+
+
+class ActivationRecordingMixin:
+    """Added to the patched *ForCausalLM classes: start/stop recording, and generate calls as units."""
+
+    activation_recorder = None
+
+    def start_activation_recording(self, files=None):
+        """Record from now on; files=[ratio_path, index_path] writes the paper's files after each generate."""
+        if self.activation_recorder is not None:
+            raise RuntimeError("activation recording is already on; stop_activation_recording() first")
+        mlps = [m for m in self.base_model.modules() if hasattr(type(m), "record_activation")]
+        if len(mlps) != self.config.num_hidden_layers:
+            raise RuntimeError(f"found {len(mlps)} patched MLPs for {self.config.num_hidden_layers} layers")
+        recorder = ActivationRecorder(len(mlps), files)
+        for layer, mlp in enumerate(mlps):
+            mlp.record_activation = functools.partial(recorder.record, layer)
+        self.base_model.activation_recorder = recorder
+        self.activation_recorder = recorder
+        return recorder
+
+    def stop_activation_recording(self):
+        """Stop recording and return the recorder (its statistics stay readable)."""
+        recorder = self.activation_recorder
+        for m in self.base_model.modules():
+            m.__dict__.pop("record_activation", None)
+        self.base_model.__dict__.pop("activation_recorder", None)
+        self.__dict__.pop("activation_recorder", None)
+        return recorder
+
+    def generate(self, *args, **kwargs):
+        recorder = self.activation_recorder
+        if recorder is None:
+            return super().generate(*args, **kwargs)
+        config = kwargs.get("generation_config") or self.generation_config
+        for option, why in UNSUPPORTED_GENERATE_OPTIONS.items():
+            value = kwargs.get(option, getattr(config, option, None))
+            if value not in (None, 1) and not (option == "stopping_criteria" and len(value) == 0):
+                raise ValueError(f"generate({option}=...) cannot be recorded: {why}. "
+                                 "Stop recording for this call, or drop the option.")
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.shape[0] > 1 and not bool(mask[:, -1].all()):
+            raise ValueError("the prompts are right-padded, so the last position is a pad token: "
+                             "use a tokenizer with padding_side='left'")
+        eos = kwargs.get("eos_token_id", config.eos_token_id)
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        capacity = kwargs.get("max_new_tokens", config.max_new_tokens) or 64
+        kwargs["disable_compile"] = True  # hooks and host-side state do not survive CUDA graphs
+        if recorder._step is not None:
+            recorder._end()  # forward calls made before this generate form their own call
+        recorder._begin(eos, capacity)
+        try:
+            out = super().generate(*args, **kwargs)
+        except BaseException:
+            recorder._abort()
+            raise
+        recorder._end()
+        return out
+
+
+def start_recording(model, files=None):
+    """model.start_activation_recording(files), with a clear error for models without a recorder."""
+    if not isinstance(model, ActivationRecordingMixin):
+        raise ValueError(f"{type(model).__name__} has no activation recorder. Recording works for "
+                         "BloomForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM of the patched transformers "
+                         "(`make patch`).")
+    return model.start_activation_recording(files)

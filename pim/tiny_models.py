@@ -1,0 +1,57 @@
+"""Tiny random-init BLOOM / Qwen2 / Qwen3 models with a tokenizer trained on the spot.
+
+Smoke models for the demo and the tests: no download, a fixed seed, a few layers. They say nothing
+about real models; they exercise the same code paths (config, from_pretrained, generate, recorder).
+"""
+from pathlib import Path
+
+SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+
+# Small enough to run in seconds on 2 CPU cores; several layers so that per-layer order matters.
+# initializer_range is large so that pre-activations reach the range where GELU/SiLU give exact zeros.
+TINY_CONFIGS = {
+    "bloom": dict(model_type="bloom", hidden_size=64, n_layer=3, n_head=4, initializer_range=0.2),
+    "qwen2": dict(model_type="qwen2", hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                  initializer_range=0.2),
+    "qwen3": dict(model_type="qwen3", hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                  initializer_range=0.2),
+}
+
+
+def train_tokenizer(texts, vocab_size=600):
+    """A byte-level BPE tokenizer trained on `texts`, left padding, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", **SPECIAL_TOKENS)
+
+
+def build_tiny_model(arch, folder, texts, seed=0, **overrides):
+    """Write a random-init `arch` model and its tokenizer to `folder`; return the folder."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if arch not in TINY_CONFIGS:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {sorted(TINY_CONFIGS)}")
+    tokenizer = train_tokenizer(texts)
+    params = {**TINY_CONFIGS[arch], **overrides}
+    ids = {name: tokenizer.convert_tokens_to_ids(tokenizer.special_tokens_map[name])
+           for name in ("bos_token", "eos_token", "pad_token")}
+    config = AutoConfig.for_model(params.pop("model_type"), vocab_size=len(tokenizer),
+                                  bos_token_id=ids["bos_token"], eos_token_id=ids["eos_token"],
+                                  pad_token_id=ids["pad_token"], tie_word_embeddings=True, **params)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = ids["pad_token"]
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

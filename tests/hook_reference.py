@@ -1,0 +1,58 @@
+"""An independent reference for the recorder: forward hooks on the activation modules.
+
+The hooks see every forward call of generate; which steps count is decided afterwards from the
+generated sequences (a sequence's steps up to and including the one that emitted EOS), not from
+anything the recorder computes.
+"""
+import torch
+
+
+def activation_modules(model):
+    """The module whose output is the measured site, one per layer."""
+    if model.config.model_type == "bloom":
+        mods = [block.mlp.gelu_impl for block in model.transformer.h]
+    else:
+        mods = [layer.mlp.act_fn for layer in model.model.layers]
+    assert len({id(m) for m in mods}) == len(mods), "activation modules are shared between layers"
+    return mods
+
+
+class HookReference:
+    def __init__(self, model):
+        self.steps = []  # per forward call: [layers] of [batch, width] float tensors
+        self._current = {}
+        self.handles = []
+        mods = activation_modules(model)
+        for layer, mod in enumerate(mods):
+            self.handles.append(mod.register_forward_hook(self._hook(layer, len(mods))))
+
+    def _hook(self, layer, num_layers):
+        def hook(module, args, output):
+            self._current[layer] = output[:, -1].detach().clone()
+            if layer == num_layers - 1:
+                self.steps.append([self._current[i] for i in range(num_layers)])
+                self._current = {}
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+    def expected(self, new_tokens, eos_ids):
+        """(ratio rows as lists of [eq, le] floats per layer, counts [layers][width] ints, steps per sequence)."""
+        batch = new_tokens.shape[0]
+        assert len(self.steps) == new_tokens.shape[1], "one forward call per generated token"
+        counted = []
+        for b in range(batch):
+            row = new_tokens[b].tolist()
+            ends = [i for i, tok in enumerate(row) if tok in eos_ids]
+            counted.append(ends[0] + 1 if ends else len(row))
+        width = self.steps[0][0].shape[-1]
+        counts = torch.zeros(len(self.steps[0]), width, dtype=torch.int64)
+        rows = []
+        for b in range(batch):
+            for t in range(counted[b]):
+                acts = [layer_acts[b] for layer_acts in self.steps[t]]
+                rows.append([[int((a == 0).sum()) / width, int((a <= 0).sum()) / width] for a in acts])
+                counts += torch.stack([(a > 0).long() for a in acts])
+        return rows, counts.tolist(), counted
