@@ -4,6 +4,7 @@
     <FILE>-ratio-<MODEL>.jsonl    one row per counted step: {"0": [eq_zero, le_zero], "1": ...}
     <FILE>-index-<MODEL>.jsonl    {"0": [count_neuron_0, ...], ...}; several rows are summed on reading
     <FILE>-manifest-<MODEL>.json  how the run was made
+    <FILE>-progress-<MODEL>.npz   while a run is going: what is committed (removed when it finishes)
 
 The patched transformers writes the same ratio and index bytes in its `activate_file` mode
 (transformers/activation_recorder.py); tests/test_recorder.py checks that the two agree.
@@ -22,12 +23,13 @@ class FormatError(ValueError):
 def run_paths(results_dir, file, model):
     """{kind: Path} of the files of one run of `model` on data/<file>.txt."""
     return {kind: Path(results_dir) / f"{file}-{kind}-{model}.{ext}"
-            for kind, ext in (("result", "txt"), ("ratio", "jsonl"), ("index", "jsonl"), ("manifest", "json"))}
+            for kind, ext in (("result", "txt"), ("ratio", "jsonl"), ("index", "jsonl"), ("manifest", "json"),
+                              ("progress", "npz"))}
 
 
 def escape_newlines(text):
-    """One line of a prompt or result file: newlines become the two characters backslash and n."""
-    return text.replace("\r\n", "\n").replace("\n", "\\n")
+    """One line of a prompt or result file: line breaks (\\n, \\r\\n, \\r) become the two characters \\n."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
 
 
 def unescape_newlines(line):

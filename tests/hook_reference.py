@@ -56,3 +56,14 @@ class HookReference:
                 rows.append([[int((a == 0).sum()) / width, int((a <= 0).sum()) / width] for a in acts])
                 counts += torch.stack([(a > 0).long() for a in acts])
         return rows, counts.tolist(), counted
+
+
+def choose_early_eos(model, tokenizer, prompts, max_new_tokens):
+    """A token id that, used as EOS, ends some greedy continuations of `prompts` early but not all (or None)."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    new = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)[:, enc.input_ids.shape[1]:]
+    rows = [set(r.tolist()) for r in new]
+    for candidate in new[1, 1:5].tolist():
+        if any(candidate not in r for r in rows):
+            return candidate
+    return None

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 from conftest import ARCHS, PROMPTS, ROOT
-from hook_reference import HookReference
+from hook_reference import HookReference, choose_early_eos
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from pim.activation_files import index_line, ratio_lines
@@ -21,13 +21,10 @@ def load(folder, **kwargs):
 
 def early_eos(model, tok):
     """A token id that, used as EOS, ends some of PROMPTS' greedy continuations early but not all."""
-    enc = tok(PROMPTS, return_tensors="pt", padding=True)
-    new = model.generate(**enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)[:, enc.input_ids.shape[1]:]
-    rows = [set(r.tolist()) for r in new]
-    for candidate in new[1, 1:5].tolist():
-        if any(candidate not in r for r in rows):
-            return candidate
-    pytest.skip("no token ends only some continuations of this random model")
+    eos = choose_early_eos(model, tok, PROMPTS, MAX_NEW_TOKENS)
+    if eos is None:
+        pytest.skip("no token ends only some continuations of this random model")
+    return eos
 
 
 def run(model, tok, prompts, batch_size, **gen):

@@ -1,0 +1,253 @@
+"""Generate for every line of data/<FILE>.txt and record which MLP neurons fire (Mu et al. 2024).
+
+    make infer FILE=wmt22-deu2eng MODEL=bloom-176b BATCH=16
+    python scripts/infer_activate.py --file wmt22-deu2eng --model bloom-176b --batch-size 16
+    python scripts/infer_activate.py --model qwen2.5-7b-instruct --interactive
+
+Writes results/<FILE>-result-<MODEL>.txt (the continuations), -ratio-<MODEL>.jsonl (per counted step and
+layer the shares of neurons == 0 and <= 0), -index-<MODEL>.jsonl (per neuron the steps with activation
+> 0) and -manifest-<MODEL>.json (how the run was made). A run that was killed resumes where it stopped
+when started again with the same settings; a finished run is only redone with --overwrite.
+"""
+import argparse
+import hashlib
+import importlib.util
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+# Defaults; every one has a flag of the same name (--help).
+MODEL = "tiny-bloom"  # a folder models/<MODEL>/, an alias (pim/models.py, README), or a hub id or path
+FILE = "sample-deu2eng"  # reads <DATA_DIR>/<FILE>.txt: one prompt per line, a literal \n is a newline
+DATA_DIR = "data"  # where <FILE>.txt lives
+RESULTS_DIR = "results"  # where the run's files go
+SYS_PROMPT = "auto"  # wrap each prompt in SYS_TEMPLATE: on, off, or auto (on for the chat aliases)
+SYS_TEMPLATE = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                "<|custom|><|im_end|>\n<|im_start|>assistant\n")  # the paper's; <|custom|> is the prompt
+CHAT_TEMPLATE = False  # use the tokenizer's own chat template instead of SYS_TEMPLATE
+INTERACTIVE = False  # read prompts from standard input and print each continuation
+MAX_NEW_TOKENS = 100  # tokens generated per prompt at most
+BATCH_SIZE = 8  # prompts per generate call, left-padded
+DTYPE = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
+DEVICE_MAP = "auto"  # on a GPU: spread the layers over all visible GPUs; "none": one device
+DO_SAMPLE = False  # greedy decoding; the paper sampled at temperature 0.01
+TEMPERATURE = 0.01  # used with --do-sample
+SEED = 42  # sampling seed; each batch uses SEED + the index of its first prompt
+OVERWRITE = False  # redo a finished run, or replace files that are not an unfinished run of this project
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from pim.activation_files import escape_newlines, ratio_lines, unescape_newlines  # noqa: E402
+from pim.models import ALIASES, SUPPORTED_TYPES, resolve_model  # noqa: E402
+from pim.run_writer import RunRefused, RunWriter  # noqa: E402
+
+
+class UserError(Exception):
+    """Something the user can fix; printed without a traceback."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="model aliases: " + ", ".join(ALIASES))
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--model", default=MODEL, help=f"folder models/<MODEL>/, alias, or hub id/path (default {MODEL})")
+    p.add_argument("--file", default=None, help=f"input {DATA_DIR}/<FILE>.txt (default {FILE}; "
+                   "'interactive' with --interactive)")
+    p.add_argument("--data-dir", default=DATA_DIR, help="folder of the input file")
+    p.add_argument("--results-dir", default=RESULTS_DIR, help="folder of the output files")
+    p.add_argument("--sys-prompt", default=SYS_PROMPT, choices=["auto", "on", "off"],
+                   help="wrap prompts in --sys-template (auto: on for chat aliases)")
+    p.add_argument("--sys-template", default=SYS_TEMPLATE, help="template with <|custom|> where the prompt goes")
+    p.add_argument("--chat-template", default=CHAT_TEMPLATE, action=bool_flag,
+                   help="use the tokenizer's chat template (replaces --sys-prompt)")
+    p.add_argument("--interactive", default=INTERACTIVE, action=bool_flag,
+                   help="prompts from standard input, one per line; prints each continuation")
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="tokens generated per prompt at most")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="prompts per generate call")
+    p.add_argument("--dtype", default=DTYPE, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bfloat16 on a GPU, float32 on the CPU")
+    p.add_argument("--device-map", default=DEVICE_MAP, help="'auto' spreads layers over the GPUs; 'none' does not")
+    p.add_argument("--do-sample", default=DO_SAMPLE, action=bool_flag, help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=SEED, help="sampling seed")
+    p.add_argument("--overwrite", default=OVERWRITE, action=bool_flag, help="redo a finished run")
+    args = p.parse_args(argv)
+    if args.max_new_tokens < 1 or args.batch_size < 1:
+        p.error("--max-new-tokens and --batch-size must be at least 1")
+    if "<|custom|>" not in args.sys_template:
+        p.error("--sys-template must contain <|custom|>, where the prompt goes")
+    args.file = args.file or ("interactive" if args.interactive else FILE)
+    return args
+
+
+def read_prompts(path):
+    """The prompts of an input file; any problem is reported with file and line before a model is loaded."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file. Build the prompt files with `make data`, or write one prompt "
+                        "per line there (a literal \\n stands for a newline).")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 (byte {raw[e.start]:#04x}); convert the file to UTF-8") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        prompt = unescape_newlines(line).strip()
+        if not prompt:
+            raise UserError(f"{path}:{number}: empty line; every line must hold one prompt")
+        prompts.append(prompt)
+    if not prompts:
+        raise UserError(f"{path}: no prompts")
+    return prompts
+
+
+def load_model(args):
+    """(model, tokenizer, manifest info) with recording on; clear errors for what cannot be recorded."""
+    if importlib.util.find_spec("transformers.activation_recorder") is None:
+        raise UserError("the installed transformers is not the patched one: run `make patch`")
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source, found, chat = resolve_model(args.model, ROOT / "models")
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model {args.model!r}: not a folder models/{args.model}/, not an alias "
+                        f"({', '.join(ALIASES)}), and not loadable as a hub id or path: {e}") from None
+    if config.model_type not in SUPPORTED_TYPES:
+        raise UserError(f"model {args.model!r} is a {config.model_type} model, which has no activation recorder "
+                        f"(supported: {', '.join(SUPPORTED_TYPES)})")
+    gpu = torch.cuda.is_available()
+    dtype = {"auto": torch.bfloat16 if gpu else torch.float32, "float32": torch.float32,
+             "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    device_map = args.device_map if gpu and args.device_map != "none" else None
+    transformers.utils.logging.disable_progress_bar()  # one progress bar: ours
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.start_activation_recording()
+    from transformers import activation_patch_info as patch
+
+    use_sys = (args.sys_prompt == "on" or (args.sys_prompt == "auto" and chat)) and not args.chat_template
+    settings = {  # a run resumes only with all of these unchanged
+        "model_source": source, "revision": getattr(config, "_commit_hash", None),
+        "config_sha256": hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest(),
+        "dtype": str(dtype).removeprefix("torch."), "device_map": device_map, "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
+        "temperature": args.temperature if args.do_sample else None, "seed": args.seed,
+        "sys_template": args.sys_template if use_sys else None, "chat_template": args.chat_template,
+        "transformers": patch.TRANSFORMERS_VERSION, "patches_sha256": patch.PATCHES_SHA256,
+    }
+    info = {"model": args.model, "found_as": found, "torch": torch.__version__,
+            "devices": {k: str(v) for k, v in getattr(model, "hf_device_map", {"": model.device}).items()},
+            "layers": config.num_hidden_layers, "generation_config": model.generation_config.to_diff_dict()}
+    return model, tokenizer, settings, info, use_sys
+
+
+class Generator:
+    """Generates one batch with recording on and returns what the run files need."""
+
+    def __init__(self, model, tokenizer, args, use_sys):
+        self.model, self.tokenizer, self.args, self.use_sys = model, tokenizer, args, use_sys
+        eos = model.generation_config.eos_token_id
+        self.eos = set([eos] if isinstance(eos, int) else (eos or []))
+
+    def wrap(self, prompt):
+        if self.args.chat_template:
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return self.args.sys_template.replace("<|custom|>", prompt) if self.use_sys else prompt
+
+    def __call__(self, prompts, seed):
+        import torch
+
+        enc = self.tokenizer([self.wrap(p) for p in prompts], return_tensors="pt", padding=True,
+                             add_special_tokens=not self.args.chat_template).to(self.model.device)
+        sampling = {"do_sample": True, "temperature": self.args.temperature} if self.args.do_sample else \
+            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        torch.manual_seed(seed)
+        out = self.model.generate(**enc, max_new_tokens=self.args.max_new_tokens,
+                                  pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        stats = self.model.activation_recorder.take()
+        new = out[:, enc.input_ids.shape[1]:].cpu().tolist()
+        steps = stats.steps.tolist()
+        for b, row in enumerate(new):
+            ends = [i for i, t in enumerate(row) if t in self.eos]
+            if steps[b] != (ends[0] + 1 if ends else len(row)):
+                raise RuntimeError(f"the recorder counted {steps[b]} steps for prompt {b} of the batch, the tokens "
+                                   "say otherwise: a bug, please report it with the manifest")
+        texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(new, steps)]
+        return texts, ratio_lines(stats.zero_counts, stats.width), stats.active_counts.numpy(), sum(steps)
+
+
+def run_name(model):
+    """The <MODEL> part of the file names: the alias or folder name, the last part of a hub id or path."""
+    return Path(model.rstrip("/")).name
+
+
+def run(args):
+    interactive = args.interactive
+    input_path = Path(args.data_dir) / f"{args.file}.txt"
+    prompts = None if interactive else read_prompts(input_path)
+    model, tokenizer, settings, info, use_sys = load_model(args)
+    settings.update(input="stdin" if interactive else str(input_path),
+                    input_sha256=None if interactive else hashlib.sha256(input_path.read_bytes()).hexdigest())
+    info.update(file=args.file, prompts=None if interactive else len(prompts),
+                command=shlex.join([sys.executable] + sys.argv))
+    writer = RunWriter(args.results_dir, args.file, run_name(args.model), settings, overwrite=args.overwrite)
+    done = writer.open(info)
+    generate = Generator(model, tokenizer, args, use_sys)
+    if interactive:
+        run_interactive(generate, writer, args)
+    else:
+        run_file(generate, writer, prompts, done, args)
+    writer.finish()
+    print(f"{writer.done} prompts, {writer.steps} counted steps: " +
+          ", ".join(str(writer.paths[k]) for k in ("result", "ratio", "index", "manifest")), file=sys.stderr)
+
+
+def run_file(generate, writer, prompts, done, args):
+    from tqdm import tqdm
+
+    if done:
+        print(f"resuming {writer.paths['manifest']}: {done} of {len(prompts)} prompts are done", file=sys.stderr)
+    tokens, start = 0, time.perf_counter()
+    with tqdm(total=len(prompts), initial=done, unit="prompt", desc=args.file, dynamic_ncols=True) as bar:
+        for first in range(done, len(prompts), args.batch_size):
+            texts, ratio_text, counts, steps = generate(prompts[first:first + args.batch_size], args.seed + first)
+            writer.commit([escape_newlines(t) for t in texts], ratio_text, counts, steps)
+            tokens += steps
+            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
+            bar.update(len(texts))
+
+
+def run_interactive(generate, writer, args):
+    print("type a prompt per line (a literal \\n is a newline); Ctrl-D ends and writes the index file",
+          file=sys.stderr)
+    for line in sys.stdin:
+        prompt = unescape_newlines(line.rstrip("\n")).strip()
+        if not prompt:
+            continue
+        texts, ratio_text, counts, steps = generate([prompt], args.seed + writer.done)
+        print(texts[0], flush=True)
+        writer.commit([escape_newlines(texts[0])], ratio_text, counts, steps)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (UserError, RunRefused) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""scripts/infer_activate.py end to end on tiny models, through the command line."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import PROMPTS, ROOT
+from hook_reference import HookReference, choose_early_eos
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pim.activation_files import escape_newlines, index_line, ratio_lines, unescape_newlines
+
+SCRIPT = str(ROOT / "scripts" / "infer_activate.py")
+MAX_NEW_TOKENS = 8
+# 14 prompts of different lengths; batches of 4 end with a short one
+INPUT = [p + suffix for suffix in ("", " Danke.", " Bitte sehr, gern.") for p in PROMPTS] + PROMPTS[:2]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dirs, tmp_path_factory):
+    """The tiny BLOOM with an EOS token that ends some continuations early (saved in its generation config)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["bloom"]).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dirs["bloom"])
+    eos = choose_early_eos(model, tok, INPUT[:4], MAX_NEW_TOKENS)
+    assert eos is not None
+    model.generation_config.eos_token_id = eos
+    folder = tmp_path_factory.mktemp("models") / "tiny-bloom-eos"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "prompts.txt").write_text("".join(escape_newlines(p) + "\n" for p in INPUT), encoding="utf-8")
+    return folder
+
+
+def command(model_dir, data_dir, results_dir, *extra):
+    return [sys.executable, SCRIPT, "--model", str(model_dir), "--file", "prompts", "--data-dir", str(data_dir),
+            "--results-dir", str(results_dir), "--max-new-tokens", str(MAX_NEW_TOKENS), *extra]
+
+
+def infer(*args, **kwargs):
+    return subprocess.run(command(*args, **kwargs), capture_output=True, text=True, timeout=600)
+
+
+def files(results_dir, model="tiny-bloom-eos"):
+    return {k: (results_dir / f"prompts-{k}-{model}.{ext}").read_bytes()
+            for k, ext in (("result", "txt"), ("ratio", "jsonl"), ("index", "jsonl"))}
+
+
+def test_files_equal_hook_reference(model_dir, data_dir, tmp_path):
+    res = infer(model_dir, data_dir, tmp_path / "results", "--batch-size", "4")
+    assert res.returncode == 0, res.stderr
+    got = files(tmp_path / "results")
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    eos = model.generation_config.eos_token_id
+    texts, zero_counts, counts = [], [], 0
+    for first in range(0, len(INPUT), 4):
+        reference = HookReference(model)
+        enc = tok(INPUT[first:first + 4], return_tensors="pt", padding=True)
+        out = model.generate(**enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+        reference.remove()
+        new = out[:, enc.input_ids.shape[1]:]
+        rows, batch_counts, counted = reference.expected(new, {eos})
+        width = len(batch_counts[0])
+        zero_counts += [[[round(eq * width), round(le * width)] for eq, le in row] for row in rows]
+        counts = counts + np.array(batch_counts)
+        texts += [tok.decode(row[:n], skip_special_tokens=True) for row, n in zip(new.tolist(), counted)]
+
+    assert any(len(t) for t in texts) and sum(1 for _ in zero_counts) < len(INPUT) * MAX_NEW_TOKENS, "some stop early"
+    assert got["result"].decode() == "".join(escape_newlines(t) + "\n" for t in texts)
+    assert got["ratio"].decode() == ratio_lines(zero_counts, width)
+    assert got["index"].decode() == index_line(counts)
+    manifest = json.loads((tmp_path / "results" / "prompts-manifest-tiny-bloom-eos.json").read_text())
+    assert manifest["status"] == "finished" and manifest["prompts_done"] == len(INPUT)
+    assert manifest["counted_steps"] == len(zero_counts) and manifest["settings"]["batch_size"] == 4
+    assert not (tmp_path / "results" / "prompts-progress-tiny-bloom-eos.npz").exists()
+
+
+def test_batch_size_does_not_change_the_files(model_dir, data_dir, tmp_path):
+    for batch in ("1", "5"):
+        assert infer(model_dir, data_dir, tmp_path / batch, "--batch-size", batch).returncode == 0
+    assert files(tmp_path / "1") == files(tmp_path / "5")
+
+
+def test_resume_after_kill_9_gives_the_same_files(model_dir, data_dir, tmp_path):
+    args = ("--batch-size", "2", "--max-new-tokens", "40")
+    assert infer(model_dir, data_dir, tmp_path / "whole", *args).returncode == 0
+    results = tmp_path / "killed"
+    manifest = results / "prompts-manifest-tiny-bloom-eos.json"
+    kills, rng = 0, random.Random(0)
+    for attempt in range(30):
+        proc = subprocess.Popen(command(model_dir, data_dir, results, *args), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        if attempt == 0:  # the first kill lands after some batches are committed, the others at random
+            while proc.poll() is None and not (manifest.exists() and json.loads(manifest.read_text() or "{}")
+                                               .get("prompts_done", 0) >= 4):
+                time.sleep(0.02)
+        else:
+            time.sleep(rng.uniform(0.5, 4.0))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        elif proc.returncode == 0:
+            break
+        else:
+            pytest.fail(proc.stderr.read())
+    assert kills >= 1 and json.loads(manifest.read_text())["status"] == "finished"
+    assert files(results) == files(tmp_path / "whole")
+    assert len(json.loads(manifest.read_text())["resumed"]) >= 1
+
+
+def test_resume_drops_a_half_written_batch(model_dir, data_dir, tmp_path):
+    """The state of a kill between appending a batch and committing it: the partial batch is dropped."""
+    results = tmp_path / "results"
+    assert infer(model_dir, data_dir, tmp_path / "whole", "--batch-size", "4").returncode == 0
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import infer_activate
+
+    calls = []
+
+    def interrupted(self, prompts, seed, _original=infer_activate.Generator.__call__):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return _original(self, prompts, seed)
+
+    argv = command(model_dir, data_dir, results, "--batch-size", "4")[2:]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(infer_activate.Generator, "__call__", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            infer_activate.main(argv)
+    for kind in ("result-tiny-bloom-eos.txt", "ratio-tiny-bloom-eos.jsonl"):
+        with open(results / f"prompts-{kind}", "a") as f:
+            f.write("half a line of a batch that was never committed")
+
+    res = infer(model_dir, data_dir, results, "--batch-size", "3")
+    assert res.returncode != 0 and "batch_size: 4 then, 3 now" in res.stderr, res.stderr
+    res = infer(model_dir, data_dir, results, "--batch-size", "4")
+    assert res.returncode == 0 and "resuming" in res.stderr and "4 of 14 prompts are done" in res.stderr
+    assert files(results) == files(tmp_path / "whole")
+
+
+def test_a_finished_run_is_not_overwritten(model_dir, data_dir, tmp_path):
+    results = tmp_path / "results"
+    assert infer(model_dir, data_dir, results).returncode == 0
+    before = files(results)
+    res = infer(model_dir, data_dir, results, "--batch-size", "2")
+    assert res.returncode != 0 and "is a finished run" in res.stderr and "--overwrite" in res.stderr
+    assert files(results) == before
+    assert infer(model_dir, data_dir, results, "--batch-size", "2", "--overwrite").returncode == 0
+    (results / "other-result-tiny-bloom-eos.txt").write_text("from the paper's scripts\n")
+    (data_dir / "other.txt").write_text("Hallo\n")
+    res = subprocess.run(command(model_dir, data_dir, results)[:5] + ["other"] + command(model_dir, data_dir,
+                         results)[6:], capture_output=True, text=True)
+    assert res.returncode != 0 and "is not an unfinished run of this project" in res.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"Hallo\n\nWelt\n", "prompts.txt:2: empty line"),
+    (b"Hallo\nWelt \xff\n", "prompts.txt:2: not UTF-8"),
+    (None, "prompts.txt: no such file"),
+])
+def test_bad_input_is_reported_before_a_model_is_loaded(content, message, data_dir, tmp_path):
+    if content is None:
+        (data_dir / "prompts.txt").unlink()
+    else:
+        (data_dir / "prompts.txt").write_bytes(content)
+    res = infer("no-such-model-anywhere", data_dir, tmp_path / "results")
+    assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_and_unsupported_models(data_dir, tmp_path):
+    res = infer(tmp_path / "no-such-model", data_dir, tmp_path / "results")
+    assert res.returncode != 0 and "not an alias" in res.stderr and "Traceback" not in res.stderr
+    from transformers import AutoConfig
+
+    gpt2 = tmp_path / "gpt2"
+    AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_layer=1, n_embd=32, n_head=2)).save_pretrained(gpt2)
+    res = infer(gpt2, data_dir, tmp_path / "results")
+    assert res.returncode != 0 and "gpt2 model, which has no activation recorder" in res.stderr
+
+
+def test_interactive_prints_and_records(model_dir, tmp_path):
+    cmd = [sys.executable, SCRIPT, "--model", str(model_dir), "--interactive", "--results-dir", str(tmp_path),
+           "--max-new-tokens", "3"]
+    res = subprocess.run(cmd, input="Hallo Welt\n\nGerman: Die Ware\n", capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    result = (tmp_path / "interactive-result-tiny-bloom-eos.txt").read_text().splitlines()
+    assert len(result) == 2  # the empty line is skipped
+    assert res.stdout == "".join(unescape_newlines(line) + "\n" for line in result)
+    manifest = json.loads((tmp_path / "interactive-manifest-tiny-bloom-eos.json").read_text())
+    assert manifest["status"] == "finished" and manifest["prompts_done"] == 2
