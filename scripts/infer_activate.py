@@ -10,9 +10,11 @@ layer the shares of neurons == 0 and <= 0), -index-<MODEL>.jsonl (per neuron the
 when started again with the same settings; a finished run is only redone with --overwrite.
 """
 import argparse
+import datetime
 import hashlib
 import importlib.util
 import json
+import os
 import shlex
 import sys
 import time
@@ -31,7 +33,10 @@ INTERACTIVE = False  # read prompts from standard input and print each continuat
 MAX_NEW_TOKENS = 100  # tokens generated per prompt at most
 BATCH_SIZE = 8  # prompts per generate call, left-padded
 DTYPE = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
-DEVICE_MAP = "auto"  # on a GPU: spread the layers over all visible GPUs; "none": one device
+DEVICE_MAP = "auto"  # auto: on GPUs spread the layers over them; none; balanced; sequential; or a JSON map/file
+MAX_MEMORY = None  # with a device map: memory per device, e.g. "0=70GiB,1=70GiB,cpu=200GiB"
+OFFLOAD_FOLDER = "offload"  # where layers mapped to "disk" are kept
+SHARD = None  # "i/n": only the i-th of n contiguous parts of the prompts (separate jobs; merge_results.py)
 DO_SAMPLE = False  # greedy decoding; the paper sampled at temperature 0.01
 TEMPERATURE = 0.01  # used with --do-sample
 SEED = 42  # sampling seed; each batch uses SEED + the index of its first prompt
@@ -42,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from pim.activation_files import escape_newlines, ratio_lines, unescape_newlines  # noqa: E402
 from pim.models import ALIASES, SUPPORTED_TYPES, resolve_model  # noqa: E402
 from pim.run_writer import RunRefused, RunWriter  # noqa: E402
+from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range  # noqa: E402
 
 
 class UserError(Exception):
@@ -68,7 +74,14 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="prompts per generate call")
     p.add_argument("--dtype", default=DTYPE, choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bfloat16 on a GPU, float32 on the CPU")
-    p.add_argument("--device-map", default=DEVICE_MAP, help="'auto' spreads layers over the GPUs; 'none' does not")
+    p.add_argument("--device-map", default=DEVICE_MAP, help="auto (spread over the GPUs; the CPU alone without "
+                   "GPUs), none, balanced, sequential, or an explicit map as JSON or a JSON file, "
+                   "e.g. '{\"transformer.h.0\": 0, \"transformer.h.1\": \"cpu\", ...}'")
+    p.add_argument("--max-memory", default=MAX_MEMORY, help="memory per device for the device map, "
+                   "e.g. 0=70GiB,cpu=200GiB")
+    p.add_argument("--offload-folder", default=OFFLOAD_FOLDER, help="folder for layers mapped to disk")
+    p.add_argument("--shard", default=SHARD, help="i/n: run only shard i (0-based) of n; under accelerate "
+                   "launch / torchrun the shard is the process rank and rank 0 merges at the end")
     p.add_argument("--do-sample", default=DO_SAMPLE, action=bool_flag, help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling temperature")
     p.add_argument("--seed", type=int, default=SEED, help="sampling seed")
@@ -107,6 +120,33 @@ def read_prompts(path):
     return prompts
 
 
+def placement(args, gpu):
+    """(device_map, max_memory) for from_pretrained."""
+    spec = args.device_map
+    if spec.lstrip().startswith("{") or spec.endswith(".json"):
+        try:
+            device_map = json.loads(Path(spec).read_text() if spec.endswith(".json") else spec)
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"--device-map {spec!r}: not a JSON device map ({e})") from None
+    elif spec == "none" or (spec == "auto" and not gpu):
+        device_map = None
+    elif spec in ("auto", "balanced", "balanced_low_0", "sequential"):
+        device_map = spec
+        local = os.environ.get("LOCAL_WORLD_SIZE")
+        if local and int(local) > 1:  # one process per GPU: each rank keeps the whole model on its own GPU
+            device_map = {"": f"cuda:{os.environ['LOCAL_RANK']}"}
+    else:
+        raise UserError(f"--device-map {spec!r}: use auto, none, balanced, sequential or a JSON map")
+    if args.max_memory is None:
+        return device_map, None
+    try:
+        max_memory = {(int(k) if k.isdigit() else k): v for k, v in
+                      (item.split("=", 1) for item in args.max_memory.split(","))}
+    except ValueError:
+        raise UserError(f"--max-memory {args.max_memory!r}: use device=size pairs, e.g. 0=70GiB,cpu=200GiB") from None
+    return device_map or "auto", max_memory
+
+
 def load_model(args):
     """(model, tokenizer, manifest info) with recording on; clear errors for what cannot be recorded."""
     if importlib.util.find_spec("transformers.activation_recorder") is None:
@@ -127,9 +167,10 @@ def load_model(args):
     gpu = torch.cuda.is_available()
     dtype = {"auto": torch.bfloat16 if gpu else torch.float32, "float32": torch.float32,
              "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    device_map = args.device_map if gpu and args.device_map != "none" else None
+    device_map, max_memory = placement(args, gpu)
     transformers.utils.logging.disable_progress_bar()  # one progress bar: ours
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map).eval()
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map, max_memory=max_memory,
+                                                 offload_folder=args.offload_folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -140,7 +181,8 @@ def load_model(args):
     settings = {  # a run resumes only with all of these unchanged
         "model_source": source, "revision": getattr(config, "_commit_hash", None),
         "config_sha256": hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest(),
-        "dtype": str(dtype).removeprefix("torch."), "device_map": device_map, "batch_size": args.batch_size,
+        "dtype": str(dtype).removeprefix("torch."), "device_map": device_map, "max_memory": args.max_memory,
+        "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
         "temperature": args.temperature if args.do_sample else None, "seed": args.seed,
         "sys_template": args.sys_template if use_sys else None, "chat_template": args.chat_template,
@@ -193,36 +235,74 @@ def run_name(model):
     return Path(model.rstrip("/")).name
 
 
+def launched():
+    """The accelerate PartialState when started by `accelerate launch` or torchrun with several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    # ranks finish their shards at different times: wait for the slowest up to a week
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=datetime.timedelta(days=7))
+
+
 def run(args):
     interactive = args.interactive
     input_path = Path(args.data_dir) / f"{args.file}.txt"
     prompts = None if interactive else read_prompts(input_path)
+    state = launched()
+    if state and args.shard:
+        raise UserError("--shard is for separate jobs; under accelerate launch / torchrun each rank is a shard")
+    shard = (state.process_index, state.num_processes) if state else parse_shard(args.shard) if args.shard else None
+    if shard and interactive:
+        raise UserError("--interactive runs in one process, without --shard")
+    name, results_dir, first = run_name(args.model), Path(args.results_dir), 0
+    if shard:
+        if shard[1] > len(prompts):
+            raise UserError(f"{shard[1]} shards for {len(prompts)} prompts: use at most one shard per prompt")
+        first, last = shard_range(len(prompts), *shard)
+        total, prompts = len(prompts), prompts[first:last]
+        name, results_dir = shard_model_name(name, *shard), shard_dir(args.results_dir)
     model, tokenizer, settings, info, use_sys = load_model(args)
     settings.update(input="stdin" if interactive else str(input_path),
                     input_sha256=None if interactive else hashlib.sha256(input_path.read_bytes()).hexdigest())
-    info.update(file=args.file, prompts=None if interactive else len(prompts),
-                command=shlex.join([sys.executable] + sys.argv))
-    writer = RunWriter(args.results_dir, args.file, run_name(args.model), settings, overwrite=args.overwrite)
+    info.update(model=run_name(args.model), model_argument=args.model, file=args.file,
+                prompts=None if interactive else len(prompts), command=shlex.join([sys.executable] + sys.argv))
+    if shard:
+        settings["shard"] = list(shard)
+        info.update(shard=list(shard), prompt_range=[first, first + len(prompts)], prompts_total=total)
+    writer = RunWriter(results_dir, args.file, name, settings, overwrite=args.overwrite)
     done = writer.open(info)
     generate = Generator(model, tokenizer, args, use_sys)
     if interactive:
         run_interactive(generate, writer, args)
     else:
-        run_file(generate, writer, prompts, done, args)
+        run_file(generate, writer, prompts, done, first, args)
     writer.finish()
     print(f"{writer.done} prompts, {writer.steps} counted steps: " +
           ", ".join(str(writer.paths[k]) for k in ("result", "ratio", "index", "manifest")), file=sys.stderr)
+    if state:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            merged = merge_shards(args.results_dir, args.file, run_name(args.model), overwrite=args.overwrite,
+                                  command=info["command"])
+            print(f"merged {shard[1]} shards into {merged['result'].parent}/{args.file}-*-{run_name(args.model)}.*",
+                  file=sys.stderr)
+        state.wait_for_everyone()
 
 
-def run_file(generate, writer, prompts, done, args):
+def run_file(generate, writer, prompts, done, offset, args):
     from tqdm import tqdm
 
     if done:
         print(f"resuming {writer.paths['manifest']}: {done} of {len(prompts)} prompts are done", file=sys.stderr)
     tokens, start = 0, time.perf_counter()
-    with tqdm(total=len(prompts), initial=done, unit="prompt", desc=args.file, dynamic_ncols=True) as bar:
+    desc = f"{args.file} [shard {writer.settings['shard'][0]}/{writer.settings['shard'][1]}]" \
+        if "shard" in writer.settings else args.file
+    with tqdm(total=len(prompts), initial=done, unit="prompt", desc=desc, dynamic_ncols=True) as bar:
         for first in range(done, len(prompts), args.batch_size):
-            texts, ratio_text, counts, steps = generate(prompts[first:first + args.batch_size], args.seed + first)
+            batch = prompts[first:first + args.batch_size]
+            texts, ratio_text, counts, steps = generate(batch, args.seed + offset + first)
             writer.commit([escape_newlines(t) for t in texts], ratio_text, counts, steps)
             tokens += steps
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")

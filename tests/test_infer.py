@@ -9,52 +9,16 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PROMPTS, ROOT
-from hook_reference import HookReference, choose_early_eos
+from conftest import INPUT, MAX_NEW_TOKENS, ROOT, SCRIPT, command, files, infer
+from hook_reference import HookReference
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pim.activation_files import escape_newlines, index_line, ratio_lines, unescape_newlines
 
-SCRIPT = str(ROOT / "scripts" / "infer_activate.py")
-MAX_NEW_TOKENS = 8
-# 14 prompts of different lengths; batches of 4 end with a short one
-INPUT = [p + suffix for suffix in ("", " Danke.", " Bitte sehr, gern.") for p in PROMPTS] + PROMPTS[:2]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_model_dirs, tmp_path_factory):
-    """The tiny BLOOM with an EOS token that ends some continuations early (saved in its generation config)."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["bloom"]).eval()
-    tok = AutoTokenizer.from_pretrained(tiny_model_dirs["bloom"])
-    eos = choose_early_eos(model, tok, INPUT[:4], MAX_NEW_TOKENS)
-    assert eos is not None
-    model.generation_config.eos_token_id = eos
-    folder = tmp_path_factory.mktemp("models") / "tiny-bloom-eos"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture
-def data_dir(tmp_path):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    (folder / "prompts.txt").write_text("".join(escape_newlines(p) + "\n" for p in INPUT), encoding="utf-8")
-    return folder
-
-
-def command(model_dir, data_dir, results_dir, *extra):
-    return [sys.executable, SCRIPT, "--model", str(model_dir), "--file", "prompts", "--data-dir", str(data_dir),
-            "--results-dir", str(results_dir), "--max-new-tokens", str(MAX_NEW_TOKENS), *extra]
-
-
-def infer(*args, **kwargs):
-    return subprocess.run(command(*args, **kwargs), capture_output=True, text=True, timeout=600)
-
-
-def files(results_dir, model="tiny-bloom-eos"):
-    return {k: (results_dir / f"prompts-{k}-{model}.{ext}").read_bytes()
-            for k, ext in (("result", "txt"), ("ratio", "jsonl"), ("index", "jsonl"))}
+def model_dir(eos_model_dir):
+    return eos_model_dir
 
 
 def test_files_equal_hook_reference(model_dir, data_dir, tmp_path):
