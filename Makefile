@@ -15,10 +15,10 @@ SRC_FLAG := $(if $(TRANSFORMERS_SRC),--src $(TRANSFORMERS_SRC))
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
-.PHONY: help venv patch modeling patches test clean demo infer plots data eval bench
+.PHONY: help venv patch modeling patches test clean demo demo-models infer plots data eval bench
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,14 +39,84 @@ patches: $(SETUP) ## developers: rewrite patches/ from edited modeling/ files
 	$(PY) scripts/patch_transformers.py diff $(SRC_FLAG)
 
 # --- inference and demo (scripts/infer_activate.py) ---
+FILE ?= sample-deu2eng
+MODEL ?= tiny-bloom
+BATCH ?= 8
+MAX_NEW_TOKENS ?= 100
+DTYPE ?= auto
+ARGS ?=
+# NPROC > 1: one process per GPU (or node) through accelerate launch; LAUNCH_ARGS: more accelerate flags
+NPROC ?= 1
+LAUNCH_ARGS ?=
+INFER = $(if $(filter-out 1,$(NPROC)),$(PY) -m accelerate.commands.launch --multi_gpu --num_processes $(NPROC) \
+	$(LAUNCH_ARGS),$(PY))
+DEMO_MODELS := tiny-bloom tiny-qwen2
+DEMO_FILES := sample-deu2eng sample-GPT4-deu_spa_rus_fra2eng
+
+infer: patch ## generate for data/$(FILE).txt with $(MODEL), record (BATCH= MAX_NEW_TOKENS= DTYPE= NPROC= ARGS=)
+	$(INFER) scripts/infer_activate.py --file $(FILE) --model $(MODEL) --batch-size $(BATCH) \
+		--max-new-tokens $(MAX_NEW_TOKENS) --dtype $(DTYPE) $(ARGS)
+
+demo-models: $(SETUP) ## build the tiny smoke models models/tiny-bloom and models/tiny-qwen2
+	$(PY) scripts/build_demo_models.py
+
+demo: patch demo-models ## the whole pipeline on the tiny models: inference on data/sample-*.txt, plots, eval
+	@for model in $(DEMO_MODELS); do for file in $(DEMO_FILES); do \
+		echo "--- $$file with $$model"; \
+		$(PY) scripts/infer_activate.py --file $$file --model $$model --overwrite || exit 1; \
+	done; done
+	@if grep -q '^plots:' $(MAKEFILE_LIST); then $(MAKE) --no-print-directory plots FILES="$(DEMO_FILES)"; fi
+	$(MAKE) --no-print-directory eval REF=data/sample-deu2eng.ref.eng FILES="$(DEMO_FILES)"
 
 # --- data (data/) ---
+# the paper's release: empty = the pinned GitHub archive; or a URL, a local .tar.gz/.zip, a folder holding
+# WMT/ XNLI/ ... (e.g. ../shared/data/pim-release) or a checkout of the repository
+DATA_URL ?=
+# FLORES-200 folder (flores200_dataset/ with dev/*.dev): few-shot prompts and WMT fine-tuning sets
+FLORES ?=
+# failed translations: empty = drop-language (the default of the scripts), keep (as released), drop-item
+FAILED ?=
+# where the prompt files go; the release goes to $(DATA_OUT)/release/, LLaMA-Factory sets to $(DATA_OUT)/llamafactory/
+DATA_OUT ?= data
+DATA_FLAGS = --release $(DATA_OUT)/release $(if $(FLORES),--flores '$(FLORES)') $(if $(FAILED),--failed $(FAILED))
+.PHONY: data-list
+
+data: $(SETUP) ## fetch the paper's release, build data/<condition>.txt and data/llamafactory/ (DATA_URL= FLORES= FAILED=)
+	$(PY) data/fetch_release.py --dest $(DATA_OUT)/release $(if $(DATA_URL),--url '$(DATA_URL)')
+	$(PY) data/build_prompts.py $(DATA_FLAGS) --out $(DATA_OUT)
+	$(PY) data/export_llamafactory.py $(DATA_FLAGS) --out $(DATA_OUT)/llamafactory
+
+data-list: $(SETUP) ## list every condition of the fetched release and why some cannot be built
+	$(PY) data/build_prompts.py $(DATA_FLAGS) --list
 
 # --- analyses (analysis/) ---
+# FILES: only these runs (FILE names), compared with each other per model, the first the reference;
+# MODEL: only this model -- each when given on the command line (default: every run in results/)
+PLOT_FILES = $(if $(filter command line environment,$(origin FILES)),$(FILES))
+PLOT_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL))
+.PHONY: bench-analysis
+
+plots: $(SETUP) ## ratio tables, heatmaps, peak plots, comparisons of results/ into results/{figures,tables} (FILES= MODEL= ARGS=)
+	$(PY) analysis/plot_all.py $(if $(PLOT_FILES),--files $(PLOT_FILES)) $(if $(PLOT_MODEL),--models $(PLOT_MODEL)) $(ARGS)
+
+bench-analysis: $(SETUP) ## time the analyses on synthetic BLOOM-176B-size files (70 x 57,344; 200,000 ratio rows)
+	$(PY) scripts/benchmark_analysis.py $(ARGS)
 
 # --- evaluation ---
+# REF: reference / gold label files, space-separated, each PATH or TESTSET=PATH (e.g. wmt22-deu2eng=ref.en)
+# FILES, MODEL: which runs to score when given on the command line (default: every run in results/)
+# RELEASE: the paper's release folder, for XNLI/RTE/BoolQ gold labels; PRED: LLaMA-Factory predictions
+EVAL_FILES = $(if $(filter command line environment,$(origin FILES)),$(FILES))
+EVAL_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL))
+
+eval: $(SETUP) ## score results/ (BLEU/chrF, accuracy) into results/tables/eval-* (REF= FILES= MODEL= RELEASE= PRED= ARGS=)
+	$(PY) analysis/evaluate.py $(foreach r,$(REF),--ref $(r)) $(if $(EVAL_FILES),--files $(EVAL_FILES)) \
+		$(if $(EVAL_MODEL),--models $(EVAL_MODEL)) $(if $(RELEASE),--release $(RELEASE)) \
+		$(foreach p,$(PRED),--predictions $(p)) $(ARGS)
 
 # --- benchmark ---
+bench: patch ## tokens/s with recording on vs stock, into results/benchmark.json (ARGS='--preset 7b --reps 9 ...')
+	$(PY) scripts/benchmark.py $(ARGS)
 
 test: patch ## set up everything and run the test suite
 	$(PY) -m pytest -q $(ARGS)

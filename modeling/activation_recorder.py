@@ -17,8 +17,9 @@ finished: its later steps are not counted.
     model.stop_activation_recording()
 
 Cost: the patched MLP keeps a reference to its activation (a copy of the last position at prefill);
-after the last layer, one vectorized update per device covers all its layers. Nothing is copied to the
-host before the generate call ends. Recording off is the stock code path behind one `is None` test.
+after the last layer, one vectorized update per device covers all its layers: 9 kernels per step in
+all (8 at batch 1), into buffers allocated once per call. Nothing is copied to the host before the
+generate call ends. Recording off is the stock code path behind one `is None` test.
 """
 
 import functools
@@ -62,15 +63,47 @@ class ActivationStats:
 
 
 class _DeviceGroup:
-    """Buffers of the layers that run on one device, for one batch size."""
+    """Buffers of the layers that run on one device, for one batch size; `update` is one step's work."""
 
     def __init__(self, layers, example, batch, capacity):
         self.layers = layers
         self.device = example.device
-        width = example.shape[-1]
-        self.stash = torch.empty((len(layers), batch, 1, width), dtype=example.dtype, device=self.device)
-        self.active_counts = torch.zeros((len(layers), width), dtype=torch.int64, device=self.device)
-        self.zero_counts = torch.empty((capacity, len(layers), batch, 2), dtype=torch.int32, device=self.device)
+        contiguous = layers == list(range(layers[0], layers[-1] + 1))
+        self.span = slice(layers[0], layers[-1] + 1) if contiguous else None
+        n, width = len(layers), example.shape[-1]
+        self.stash = torch.empty((n * batch, 1, width), dtype=example.dtype, device=self.device)
+        self.activations = self.stash.view(n, batch, 1, width)
+        # The comparisons write 0/1 in the activations' dtype (vectorized on the CPU, unlike bool), and
+        # their sums are exact integers: float32 below 2**24 (the width, the batch), float64 for a call.
+        codes = torch.empty((3, n, batch, 1, width), dtype=example.dtype, device=self.device)
+        self.positive, self.eq_zero, self.le_zero = codes  # > threshold, == 0, <= 0
+        self.zero_codes = codes[1:]
+        self.active_counts = torch.zeros((n, 1, width), dtype=torch.float64, device=self.device)  # of this call
+        # batch 1 adds the positives directly, a larger batch sums them over the batch first
+        self.positive_row = self.positive[:, 0] if batch == 1 else None
+        self.step_counts = torch.empty((n, 1, width), dtype=torch.float32, device=self.device)
+        self._set_zero_counts(torch.empty((capacity, 2, n, batch, 1), dtype=torch.float32, device=self.device))
+
+    def _set_zero_counts(self, zero_counts):
+        self.zero_counts = zero_counts  # [steps, (== 0, <= 0), layers, batch, 1]
+        self.zero_counts_at = zero_counts.unbind(0)  # views per step, so that a step indexes nothing
+
+    def grow(self):
+        self._set_zero_counts(torch.cat([self.zero_counts, torch.empty_like(self.zero_counts)]))
+
+    def update(self, pending, threshold, t):
+        """Seven kernels for all the group's layers (six at batch 1), no allocation, no host sync."""
+        torch.cat(pending[self.span] if self.span else [pending[i] for i in self.layers], out=self.stash)
+        acts = self.activations
+        torch.gt(acts, threshold, out=self.positive)  # a finished row's threshold is inf: never positive
+        torch.eq(acts, 0, out=self.eq_zero)
+        torch.le(acts, 0, out=self.le_zero)
+        torch.sum(self.zero_codes, dim=-1, dtype=torch.float32, out=self.zero_counts_at[t])
+        if self.positive_row is not None:
+            self.active_counts += self.positive_row
+        else:
+            torch.sum(self.positive, dim=1, dtype=torch.float32, out=self.step_counts)
+            self.active_counts += self.step_counts
 
 
 class ActivationRecorder:
@@ -86,7 +119,8 @@ class ActivationRecorder:
         self._groups = None
         self._batch = None
         self._step = None  # steps recorded in the open call, None when no call is open
-        self._eos = None
+        self._eos = None  # the open call's EOS ids on the device, or None
+        self._eos_key = None
 
     # -- called by the patched modeling code ----------------------------------------------------
     def record(self, layer, activation):
@@ -96,29 +130,43 @@ class ActivationRecorder:
         else:  # prefill: copy, so the whole prompt's activations are not kept alive
             self._pending[layer] = activation[:, -1:].detach().clone()
 
-    @torch.no_grad()
     def end_step(self, input_ids):
-        """After the last layer: update all counters, on the device of each layer; no host sync."""
-        if self._step is None:
-            self._begin(eos_token_ids=None, capacity=64)
-        if self._step == 0:
-            self._allocate()
-        elif self._eos is not None and input_ids is not None:
-            # the input of this step is the token emitted by the previous one
-            emitted = input_ids[:, -1].to(self._finished.device, non_blocking=True)
-            torch.logical_or(self._finished, torch.isin(emitted, self._eos), out=self._finished)
+        """After the last layer: update all counters, on the device of each layer; no host sync.
+
+        A step costs 9 kernels for all layers of a device (2 for the finished rows, 7 in `update`; 8
+        at batch 1). The finished state is a threshold per row and step, 0 while the row runs and inf
+        once it has emitted EOS: `activation > threshold` counts the positives of running rows only,
+        and the thresholds of all steps tell at the end of the call which steps count.
+        """
+        if torch.is_grad_enabled():  # out= does not take tensors that require grad
+            with torch.no_grad():
+                return self.end_step(input_ids)
         t = self._step
-        if t == self._active.shape[0]:
+        if t is None:  # a forward call outside generate opens a call
+            self._begin(eos_token_ids=None, capacity=64)
+            t = 0
+        if t == 0:
+            self._allocate()
+        elif t == len(self._threshold_at):
             self._grow()
-        torch.logical_not(self._finished, out=self._active[t])
+        if t == 0 or self._eos is None:
+            threshold = self._threshold_at[0]  # all zero: every row runs
+        else:
+            previous, threshold = self._threshold_at[t - 1], self._threshold_at[t]
+            if input_ids is None:
+                threshold.copy_(previous)
+            else:  # the input of this step is the token emitted by the previous one
+                emitted = (input_ids if input_ids.shape[1] == 1 else input_ids[:, -1:]).view(-1, 1, 1)
+                if emitted.device != self._hit.device:
+                    emitted = emitted.to(self._hit.device, non_blocking=True)
+                if self._one_eos:
+                    torch.eq(emitted, self._eos, out=self._hit)
+                else:
+                    torch.isin(emitted, self._eos, out=self._hit)
+                torch.where(self._hit, self._inf, previous, out=threshold)
         for group in self._groups:
-            active = self._active[t].to(group.device, non_blocking=True)
-            torch.stack([self._pending[i] for i in group.layers], out=group.stash)
-            positive = group.stash > 0
-            positive &= active[:, None, None]
-            group.active_counts += positive.sum(dim=1).squeeze(1)
-            torch.stack([(group.stash == 0).sum(-1), (group.stash <= 0).sum(-1)], dim=-1,
-                        out=group.zero_counts[t].unsqueeze(2))
+            group.update(self._pending, threshold if group.device == threshold.device
+                         else threshold.to(group.device, non_blocking=True), t)
         self._step = t + 1
 
     # -- call boundaries (ActivationRecordingMixin.generate) --------------------------------------
@@ -127,6 +175,9 @@ class ActivationRecorder:
         self._eos_ids = eos_token_ids
         self._capacity = max(int(capacity), 1)
 
+    # Tensors kept between calls are made outside inference mode: a call under torch.inference_mode()
+    # may update them, a later one outside it could not update tensors made inside it.
+    @torch.inference_mode(False)
     def _allocate(self):
         missing = [i for i, a in enumerate(self._pending) if a is None]
         if missing:
@@ -138,38 +189,53 @@ class ActivationRecorder:
             self.width = width
             self.active_counts = torch.zeros((self.num_layers, width), dtype=torch.int64)
         layout = [(a.device, a.dtype, a.shape) for a in self._pending]
-        if self._groups is None or self._layout != layout or self._groups[0].zero_counts.shape[0] < self._capacity:
+        if self._groups is None or self._layout != layout or len(self._threshold_at) < self._capacity:
             by_device = {}
             for i, a in enumerate(self._pending):
                 by_device.setdefault(a.device, []).append(i)
             self._groups = [_DeviceGroup(layers, self._pending[layers[0]], batch, self._capacity)
                             for layers in by_device.values()]
             self._layout = layout
+            device, dtype = first.device, first.dtype
+            self._set_thresholds(torch.empty((self._capacity, batch, 1, 1), dtype=dtype, device=device))
+            self._hit = torch.empty((batch, 1, 1), dtype=torch.bool, device=device)
+            self._inf = torch.full((), float("inf"), dtype=dtype, device=device)
         for group in self._groups:
             group.active_counts.zero_()
-        device = self._groups[0].device
+        self._threshold_at[0].zero_()
         self._batch = batch
-        self._finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        self._active = torch.empty((self._groups[0].zero_counts.shape[0], batch), dtype=torch.bool, device=device)
-        self._eos = (torch.tensor(self._eos_ids, dtype=torch.long, device=device)
-                     if self._eos_ids else None)
+        eos_key = (tuple(self._eos_ids or ()), self._hit.device)
+        if self._eos_key != eos_key:  # kept between calls: a copy to the device per call could stall the host
+            self._eos = torch.tensor(eos_key[0], dtype=torch.long, device=eos_key[1]) if eos_key[0] else None
+            self._eos_key = eos_key
+        self._one_eos = len(eos_key[0]) == 1
 
+    def _set_thresholds(self, thresholds):
+        self._thresholds = thresholds  # [steps, batch, 1, 1]: 0 while a row runs, inf once it has finished
+        self._threshold_at = thresholds.unbind(0)
+
+    @torch.inference_mode(False)
     def _grow(self):
         for group in self._groups:
-            group.zero_counts = torch.cat([group.zero_counts, torch.empty_like(group.zero_counts)])
-        self._active = torch.cat([self._active, torch.empty_like(self._active)])
+            group.grow()
+        self._set_thresholds(torch.cat([self._thresholds, torch.empty_like(self._thresholds)]))
 
+    @torch.inference_mode(False)
     def _end(self):
-        """Close the open call: one copy to the host per device, then the files if any."""
+        """Close the open call: a few copies to the host per device, then the files if any."""
         steps_run, self._step = self._step, None
+        self._pending = [None] * self.num_layers
         if not steps_run:
             return None
-        active = self._active[:steps_run].cpu()  # [steps, batch]
+        if self._eos is None:
+            active = torch.ones((steps_run, self._batch), dtype=torch.bool)
+        else:
+            active = (self._thresholds[:steps_run, :, 0, 0] == 0).cpu()  # [steps, batch]
         zero_counts = torch.empty((steps_run, self.num_layers, self._batch, 2), dtype=torch.int64)
         counts = torch.empty((self.num_layers, self.width), dtype=torch.int64)
         for group in self._groups:
-            zero_counts[:, group.layers] = group.zero_counts[:steps_run].cpu().long()
-            counts[group.layers] = group.active_counts.cpu()
+            zero_counts[:, group.layers] = group.zero_counts[:steps_run, :, :, :, 0].cpu().permute(0, 2, 3, 1).long()
+            counts[group.layers] = group.active_counts[:, 0].cpu().long()
         rows = torch.cat([zero_counts[active[:, b], :, b] for b in range(self._batch)])
         stats = ActivationStats(rows, active.sum(0), counts, self.width)
         self.active_counts += counts
@@ -182,6 +248,7 @@ class ActivationRecorder:
 
     def _abort(self):
         self._step = None
+        self._pending = [None] * self.num_layers
 
     # -- reading ----------------------------------------------------------------------------------
     def take(self):

@@ -11,6 +11,7 @@ The patched transformers writes the same ratio and index bytes in its `activate_
 """
 import json
 import os
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +60,29 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+_KEYS = {}  # number of layers -> ["0", "1", ...]: built once, compared with every row
+_LIST = {list}
+
+
 def _layer_rows(path):
     """Yield (line number, [per-layer values]) of a JSONL file whose rows map "0".."L-1" to lists."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
-            if not line.strip():
+            if line.isspace():
                 raise FormatError(f"{path}:{number}: empty line")
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise FormatError(f"{path}:{number}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict) or list(row) != [str(i) for i in range(len(row))]:
+            except UnicodeDecodeError:
+                raise FormatError(f"{path}:{number}: not JSON (not UTF-8 text)") from None
+            if not isinstance(row, dict):
                 raise FormatError(f"{path}:{number}: expected an object with keys \"0\", \"1\", ... in order")
+            keys = _KEYS.get(len(row)) or _KEYS.setdefault(len(row), [str(i) for i in range(len(row))])
+            if list(row) != keys:
+                at = next(i for i, (key, want) in enumerate(zip(row, keys)) if key != want)
+                raise FormatError(f"{path}:{number}: expected an object with keys \"0\", \"1\", ... in order; "
+                                  f"key number {at + 1} is {list(row)[at]!r}, not {keys[at]!r}")
             yield number, list(row.values())
 
 
@@ -79,11 +91,14 @@ def read_index(path):
     total = None
     for number, values in _layer_rows(path):
         try:
-            counts = np.asarray(values, dtype=np.int64)
+            counts = np.asarray(values)
         except (TypeError, ValueError):
-            raise FormatError(f"{path}:{number}: counts must be integers, one list per layer of equal length") from None
-        if counts.ndim != 2:
+            counts = None
+        if counts is not None and counts.dtype.kind == "f" and np.all(np.mod(counts, 1) == 0):
+            counts = counts.astype(np.int64)  # 3.0 is a count, 2.5 is not
+        if counts is None or counts.ndim != 2 or counts.dtype.kind not in "iu":
             raise FormatError(f"{path}:{number}: counts must be integers, one list per layer of equal length")
+        counts = counts.astype(np.int64, copy=False)
         if total is not None and counts.shape != total.shape:
             raise FormatError(f"{path}:{number}: {counts.shape[0]} layers x {counts.shape[1]} neurons, "
                               f"but earlier rows have {total.shape[0]} x {total.shape[1]}")
@@ -94,17 +109,48 @@ def read_index(path):
 
 
 def read_ratio(path):
-    """float64 [rows, layers, 2]: per counted step and layer the shares (== 0, <= 0)."""
-    rows = []
+    """float64 [rows, layers, 2]: per counted step and layer the shares (== 0, <= 0).
+
+    200,000 rows x 70 layers take a few seconds and little more memory than the result: the values
+    of a few thousand rows at a time are gathered in a flat list and converted to numpy at once.
+    """
+    blocks, flat, first, layers = [], [], 1, None  # first: the line number of flat's first row
     for number, values in _layer_rows(path):
-        if rows and len(values) != len(rows[0]):
-            raise FormatError(f"{path}:{number}: {len(values)} layers, but line 1 has {len(rows[0])}")
-        if not all(isinstance(v, list) and len(v) == 2 for v in values):
+        if layers is None:
+            layers, pairs = len(values), [2] * len(values)
+            if not layers:
+                raise FormatError(f"{path}:{number}: no layers")
+        elif len(values) != layers:
+            raise FormatError(f"{path}:{number}: {len(values)} layers, but line 1 has {layers}")
+        if set(map(type, values)) != _LIST or list(map(len, values)) != pairs:
             raise FormatError(f"{path}:{number}: each layer must hold [eq_zero, le_zero]")
-        rows.append(values)
-    if not rows:
+        flat.extend(chain.from_iterable(values))
+        if len(flat) >= _BLOCK_VALUES:
+            blocks.append(_ratio_block(path, flat, first, layers))
+            flat, first = [], number + 1
+    if layers is None:
         raise FormatError(f"{path}: empty file")
-    return np.asarray(rows, dtype=np.float64)
+    if flat:
+        blocks.append(_ratio_block(path, flat, first, layers))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+_BLOCK_VALUES = 1 << 19  # read_ratio converts about this many values to numpy at once
+
+
+def _ratio_block(path, flat, first, layers):
+    """float64 [rows, layers, 2] of the flat values of consecutive rows, the first on line `first`."""
+    try:
+        block = np.array(flat)
+    except (TypeError, ValueError):
+        block = None
+    if block is None or block.dtype.kind not in "fiub":  # a string, null, list... where a number belongs
+        for i, value in enumerate(flat):
+            if type(value) not in (float, int, bool):
+                raise FormatError(f"{path}:{first + i // (2 * layers)}: each layer must hold [eq_zero, le_zero] "
+                                  f"as numbers, not {json.dumps(value)}")
+        block = np.array(flat, dtype=np.float64)
+    return block.astype(np.float64, copy=False).reshape(-1, layers, 2)
 
 
 def read_results(path):

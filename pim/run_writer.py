@@ -42,6 +42,7 @@ class RunWriter:
         if self.overwrite:
             self._remove()
         elif old is not None and old.get("status") == "finished":
+            paths["progress"].unlink(missing_ok=True)  # left if killed between finishing and cleaning up
             raise RunRefused(f"{paths['result']} is a finished run ({paths['manifest'].name}); "
                              "pass --overwrite to run it again")
         elif old is not None:

@@ -191,3 +191,50 @@ def test_refusals(tiny_model_dirs, tmp_path):
     AutoModelForCausalLM.from_config(config).save_pretrained(gpt2)
     with pytest.raises(ValueError, match="GPT2LMHeadModel has no activation recorder"):
         AutoModelForCausalLM.from_pretrained(gpt2, activate_file=[tmp_path / "r", tmp_path / "i"])
+
+
+@pytest.mark.parametrize("arch", ["bloom", "qwen2"])
+def test_several_eos_ids_equal_hook_reference(arch, tiny_model_dirs):
+    model, tok = load(tiny_model_dirs[arch])
+    eos = [early_eos(model, tok), model.config.vocab_size - 1]  # several ids: the recorder's isin path
+    recorder = model.start_activation_recording()
+    reference = HookReference(model)
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    out = model.generate(**enc, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, eos_token_id=eos)
+    reference.remove()
+    new_tokens = out[:, enc.input_ids.shape[1]:]
+    rows, counts, counted = reference.expected(new_tokens, set(eos))
+    stats = recorder.take()
+    assert min(counted) < MAX_NEW_TOKENS and stats.steps.tolist() == counted
+    assert stats.ratios().tolist() == rows and stats.active_counts.tolist() == counts
+
+
+def test_many_forward_calls_outside_generate_grow_the_buffers(tiny_model_dirs):
+    """More steps than the first capacity (64), with grad enabled: every call is one counted step."""
+    model, tok = load(tiny_model_dirs["qwen2"])
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    recorder = model.start_activation_recording()
+    reference = HookReference(model)
+    calls = 66  # the first capacity is 64
+    for _ in range(calls):
+        model(**enc)
+    reference.remove()
+    stats = recorder.take()
+    assert stats.steps.tolist() == [calls] * len(PROMPTS)
+    new_tokens = torch.zeros((len(PROMPTS), calls), dtype=torch.long)  # no EOS: every step counts
+    rows, counts, _ = reference.expected(new_tokens, set())
+    assert stats.ratios().tolist() == rows and stats.active_counts.tolist() == counts
+
+
+def test_calls_inside_and_outside_inference_mode(tiny_model_dirs):
+    """Buffers made under torch.inference_mode() cannot be updated outside it: the recorder makes new ones."""
+    model, tok = load(tiny_model_dirs["qwen2"])
+    recorder = model.start_activation_recording()
+    with torch.inference_mode():
+        inside = run(model, tok, PROMPTS, 4)
+    outside = run(model, tok, PROMPTS, 4)
+    stats = recorder.take()
+    steps = stats.steps.tolist()
+    assert inside == outside and len(steps) == 2 * len(PROMPTS) and steps[:len(PROMPTS)] == steps[len(PROMPTS):]
+    half = sum(steps[:len(PROMPTS)])
+    assert torch.equal(stats.zero_counts[:half], stats.zero_counts[half:])

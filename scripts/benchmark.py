@@ -1,0 +1,400 @@
+"""Speed of generate with activation recording on, against stock generate (recording off).
+
+    make bench                                   # cpu-small on the CPU, or 7b on a GPU: bloom and qwen2
+    make bench ARGS='--preset 7b --batch-sizes 1 16'
+    python scripts/benchmark.py --arch qwen2 --reps 9
+    python scripts/benchmark.py --profile        # torch profiler: ops per layer per decode step, host syncs
+
+Models are random-init from configs (no download): the BLOOM-7b1 and Qwen2-7B architectures in
+bfloat16 on a GPU (7b), about 100M parameters in float32 on the CPU (cpu-small), a few thousand for CI
+(tiny). Prompts are fixed synthetic token ids; every sequence generates exactly NEW_TOKENS tokens
+(EOS is set, as in real runs, and masked until then). Per case the two arms run interleaved, the order
+alternating (stock, recording, recording, stock, ...) so that slow drift cancels, REPS times each after
+WARMUP untimed pairs. Prints tokens/s (median and min-max), the ratio recording/stock of the medians and
+the median of the paired ratios; writes OUT, a JSON list of cases.
+"""
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# Defaults; every one has a flag (--help). The command line overrides them.
+ARCHS = ["bloom", "qwen2"]  # architectures to time (bloom, qwen2, qwen3)
+PRESET = "auto"  # model size: cpu-small, 7b (GPU, bf16), tiny (CI smoke); auto: 7b on a GPU, else cpu-small
+BATCH_SIZES = None  # sequences per generate call; None: the preset's (1 8 on the CPU, 1 16 on a GPU)
+NEW_TOKENS = 64  # tokens generated per sequence, exactly
+PROMPT_LEN = 32  # prompt tokens per sequence (synthetic ids, no padding)
+REPS = 9  # timed pairs (stock, recording) per case
+WARMUP = 1  # untimed pairs per case before timing
+THREADS = 1  # torch intra-op threads; 1 is the steadiest on a shared CPU; 0: one per core; interop: 1
+SEED = 0  # weights and prompts
+OUT = "results/benchmark.json"  # the cases as JSON; '' writes nothing
+PROFILE = False  # instead of timing: profile decode steps with recording on and off
+PROFILE_STEPS = 8  # decode steps the profile measures (the difference of two generate lengths)
+PROFILE_OUT = "results/profile.json"  # the profile's findings as JSON; '' writes nothing
+
+ROOT = Path(__file__).resolve().parent.parent
+EOS_ID, PAD_ID = 2, 3  # special token ids of the synthetic vocabulary; prompts avoid them
+
+PRESETS = {  # device, dtype, default batch sizes and per-architecture configs
+    "tiny": dict(device="cpu", dtype="float32", batches=[1, 2], configs={
+        "bloom": dict(hidden_size=64, n_layer=3, n_head=4, vocab_size=512),
+        "qwen2": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024),
+        "qwen3": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, vocab_size=512, max_position_embeddings=1024)}),
+    "cpu-small": dict(device="cpu", dtype="float32", batches=[1, 8], configs={
+        "bloom": dict(hidden_size=768, n_layer=12, n_head=12, vocab_size=32000),  # 110M
+        "qwen2": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                      num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,
+                      tie_word_embeddings=True),  # 100M
+        "qwen3": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                      num_key_value_heads=4, head_dim=64, vocab_size=32000, max_position_embeddings=2048,
+                      tie_word_embeddings=True)}),
+    "7b": dict(device="cuda", dtype="bfloat16", batches=[1, 16], configs={
+        "bloom": dict(hidden_size=4096, n_layer=30, n_head=32, vocab_size=250880),  # BLOOM-7b1
+        "qwen2": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                      num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768,
+                      rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False),  # Qwen2-7B
+        "qwen3": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                      num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
+                      rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)}),  # Qwen3-8B
+}
+SYNC_EVENTS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize",
+               "cudaEventSynchronize")  # profiler events where the host waits for the device (on a GPU)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", nargs="+", default=ARCHS, choices=["bloom", "qwen2", "qwen3"],
+                   help=f"architectures (default {' '.join(ARCHS)})")
+    p.add_argument("--preset", default=PRESET, choices=["auto", *PRESETS],
+                   help="model size: cpu-small (~100M, fp32, CPU), 7b (BLOOM-7b1/Qwen2-7B configs, bf16, GPU), "
+                        "tiny (CI smoke); auto: 7b when a GPU is present, else cpu-small")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=BATCH_SIZES,
+                   help="batch sizes (default: the preset's, 1 8 on the CPU, 1 16 on a GPU)")
+    p.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per sequence, exactly")
+    p.add_argument("--prompt-len", type=int, default=PROMPT_LEN, help="prompt tokens per sequence")
+    p.add_argument("--reps", type=int, default=REPS, help="timed (stock, recording) pairs per case")
+    p.add_argument("--warmup", type=int, default=WARMUP, help="untimed pairs per case first")
+    p.add_argument("--threads", type=int, default=THREADS, help="torch threads (0: one per core)")
+    p.add_argument("--seed", type=int, default=SEED, help="seed of the weights and prompts")
+    p.add_argument("--out", default=OUT, help="JSON list of the cases ('' writes nothing)")
+    p.add_argument("--profile", default=PROFILE, action=argparse.BooleanOptionalAction,
+                   help="profile decode steps (ops and host syncs per step, recording on vs off) instead of timing")
+    p.add_argument("--profile-steps", type=int, default=PROFILE_STEPS, help="decode steps the profile measures")
+    p.add_argument("--profile-out", default=PROFILE_OUT, help="JSON of the profile ('' writes nothing)")
+    args = p.parse_args(argv)
+    for name in ("new_tokens", "prompt_len", "reps", "profile_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or args.threads < 0 or any(b < 1 for b in args.batch_sizes or []):
+        p.error("--warmup and --threads must be >= 0, batch sizes >= 1")
+    return args
+
+
+def environment(preset_name):
+    """(preset name, preset, machine description), with a clear error when the preset cannot run here."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    name = ("7b" if gpu else "cpu-small") if preset_name == "auto" else preset_name
+    preset = PRESETS[name]
+    if preset["device"] == "cuda" and not gpu:
+        sys.exit(f"error: preset {name} runs on a CUDA GPU and torch sees none (torch {torch.__version__}). "
+                 "Use --preset cpu-small here, or run on a GPU machine with a CUDA build of torch.")
+    if preset["device"] == "cuda":
+        machine = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    else:
+        machine = f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return name, preset, machine
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_model(arch, preset, seed):
+    """A random-init model of `arch` from the preset's config, on the preset's device, in eval mode."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(arch, bos_token_id=1, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+                                  **preset["configs"][arch])
+    torch.manual_seed(seed)
+    with torch.device(preset["device"]):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, preset["dtype"]))
+    if not hasattr(model, "start_activation_recording"):
+        sys.exit(f"error: {type(model).__name__} has no activation recorder: this is not the patched "
+                 "transformers. Run `make patch` (or `make bench`, which does).")
+    return model.eval()
+
+
+def prompts(model, batch, length, seed):
+    import torch
+
+    g = torch.Generator().manual_seed(seed + batch)
+    ids = torch.randint(PAD_ID + 1, model.config.vocab_size, (batch, length), generator=g)
+    return ids.to(model.device), torch.ones_like(ids, device=model.device)
+
+
+def generate(model, ids, mask, new_tokens, recording):
+    """One generate call of exactly new_tokens tokens; returns (wall seconds, CPU seconds, new token ids)."""
+    import torch
+
+    if recording:
+        recorder = model.start_activation_recording()
+    sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
+    sync()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+        if recording:
+            stats = recorder.take()  # what a run pays per batch: the statistics on the host
+    sync()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    if recording:
+        model.stop_activation_recording()
+        assert stats.zero_counts.shape[0] == ids.shape[0] * new_tokens, "every step was counted"
+    new = out[:, ids.shape[1]:]
+    if new.shape[1] != new_tokens:
+        raise RuntimeError(f"generate made {new.shape[1]} tokens instead of {new_tokens}")
+    return seconds, cpu_seconds, new
+
+
+def time_case(model, batch, args):
+    """Interleaved stock/recording runs; returns the case's numbers."""
+    ids, mask = prompts(model, batch, args.prompt_len, args.seed)
+    tokens = batch * args.new_tokens
+    wall, cpu = {False: [], True: []}, {False: [], True: []}
+    same_tokens = True
+    for rep in range(args.warmup + args.reps):
+        order = (False, True) if rep % 2 == 0 else (True, False)
+        outs = {}
+        for recording in order:
+            seconds, cpu_seconds, outs[recording] = generate(model, ids, mask, args.new_tokens, recording)
+            if rep >= args.warmup:
+                wall[recording].append(tokens / seconds)
+                cpu[recording].append(tokens / cpu_seconds)
+        same_tokens &= bool((outs[False] == outs[True]).all())
+    stock, rec = wall[False], wall[True]
+    paired = [r / s for r, s in zip(rec, stock)]
+    case = dict(tok_per_s_stock=statistics.median(stock), tok_per_s_recording=statistics.median(rec),
+                ratio=statistics.median(rec) / statistics.median(stock), paired_ratio=statistics.median(paired),
+                paired_ratio_min=min(paired), paired_ratio_max=max(paired),
+                stock_samples=stock, recording_samples=rec, same_tokens=same_tokens)
+    if not ids.is_cuda:  # tokens per second of process CPU time: blind to other processes taking the cores
+        case["ratio_cpu_time"] = statistics.median(cpu[True]) / statistics.median(cpu[False])
+    return case
+
+
+def spread(values):
+    return f"{min(values):.1f}-{max(values):.1f}"
+
+
+def print_table(cases, header):
+    print(header)
+    cols = ["arch", "params", "batch", "stock tok/s", "(min-max)", "recording tok/s", "(min-max)",
+            "ratio", "paired ratio (min-max)", "CPU-time ratio"]
+    rows = [[c["arch"], f"{c['params'] / 1e6:.0f}M", str(c["batch"]), f"{c['tok_per_s_stock']:.1f}",
+             spread(c["stock_samples"]), f"{c['tok_per_s_recording']:.1f}", spread(c["recording_samples"]),
+             f"{c['ratio']:.3f}", f"{c['paired_ratio']:.3f} ({c['paired_ratio_min']:.3f}-{c['paired_ratio_max']:.3f})",
+             f"{c['ratio_cpu_time']:.3f}" if "ratio_cpu_time" in c else "-"]
+            for c in cases]
+    widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
+    for r in [cols, *rows]:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    if any(not c["same_tokens"] for c in cases):
+        print("WARNING: recording changed generated tokens in some case (it must not): see same_tokens in the JSON")
+
+
+# -- profile ------------------------------------------------------------------------------------------
+def count_events(model, ids, mask, new_tokens, recording):
+    """{key: count} of one generate call: 'op:' top-level aten ops, 'kernel:' device kernels, 'sync:' host syncs."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ids.is_cuda else [])
+    with profile(activities=activities) as prof:
+        generate(model, ids, mask, new_tokens, recording)
+    counts = {}
+
+    def add(key):
+        counts[key] = counts.get(key, 0) + 1
+
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            add("kernel:" + e.name[:70])
+            if "DtoH" in e.name:
+                add("sync:memcpy DtoH")
+            continue
+        if e.name in SYNC_EVENTS:
+            add("sync:" + e.name)
+        if e.name.startswith("aten::"):
+            parent = e.cpu_parent
+            while parent is not None and not parent.name.startswith("aten::"):
+                parent = parent.cpu_parent
+            if parent is None:  # ops called by another aten op are counted with it
+                add("op:" + e.name)
+    return counts
+
+
+def profile_arch(model, batch, args):
+    """Per decode step: ops, kernels, host syncs with recording off and on (difference of two generate lengths)."""
+    ids, mask = prompts(model, batch, args.prompt_len, args.seed)
+    short, long = 2, 2 + args.profile_steps
+    generate(model, ids, mask, short, True)  # warm-up: first-call allocations, lazy inits
+    generate(model, ids, mask, short, False)
+    end_step_us, step_ms = time_end_step(model, ids, mask, max(args.new_tokens, 3))
+    per_step, first = {}, {}
+    for recording in (False, True):
+        a = count_events(model, ids, mask, short, recording)
+        b = count_events(model, ids, mask, long, recording)
+        per_step[recording] = {k: (b.get(k, 0) - a.get(k, 0)) / args.profile_steps for k in set(a) | set(b)}
+        first[recording] = a
+    layers = model.config.num_hidden_layers
+    row = dict(arch=model.config.model_type, batch=batch, layers=layers, decode_steps=args.profile_steps,
+               device=str(ids.device))
+    for kind in ("op", "kernel", "sync"):
+        off, on = (sum(v for k, v in per_step[rec].items() if k.startswith(kind + ":")) for rec in (False, True))
+        row[f"{kind}s_per_step_off"], row[f"{kind}s_per_step_on"] = off, on
+        row[f"{kind}s_added_per_layer_per_step"] = (on - off) / layers
+    row["syncs_per_step_by_name_off"] = {k[5:]: v for k, v in per_step[False].items() if k.startswith("sync:") and v}
+    added = {k: per_step[True].get(k, 0) - per_step[False].get(k, 0) for k in set(per_step[True]) | set(per_step[False])}
+    row["added_per_step_by_name"] = {k: v for k, v in sorted(added.items(), key=lambda kv: (-kv[1], kv[0]))
+                                     if abs(v) > 1e-9}
+    work = ("op:", "kernel:")
+    row["added_per_call_outside_steps"] = (
+        sum(v for k, v in first[True].items() if k.startswith(work))
+        - sum(v for k, v in first[False].items() if k.startswith(work))
+        - short * sum(v for k, v in added.items() if k.startswith(work)))
+    row["end_step_us"], row["stock_step_ms"] = end_step_us, step_ms
+    return row
+
+
+def time_end_step(model, ids, mask, new_tokens, reps=3):
+    """(median host time of the recorder's per-step update in us, stock time of a decode step in ms).
+
+    On the CPU this is the update's whole cost; on a GPU it is the time to launch its kernels (the
+    update never waits for the device), which is what batch-1 decoding pays.
+    """
+    import torch
+
+    times, longs, shorts = [], [], []
+    for _ in range(reps):
+        recorder = model.start_activation_recording()
+        end_step = recorder.end_step
+
+        def timed(input_ids):
+            start = time.perf_counter()
+            end_step(input_ids)
+            times.append(time.perf_counter() - start)
+        recorder.end_step = timed  # the patched model calls self.activation_recorder.end_step(...)
+        with torch.inference_mode():
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                           do_sample=False, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+        recorder.take()
+        model.stop_activation_recording()
+        del times[-new_tokens]  # the prefill step (allocation, a different shape)
+        longs.append(generate(model, ids, mask, new_tokens, False)[0])
+        shorts.append(generate(model, ids, mask, 2, False)[0])
+    step = (statistics.median(longs) - statistics.median(shorts)) / (new_tokens - 2)  # a decode step
+    return statistics.median(times) * 1e6, step * 1e3
+
+
+def print_profile(rows, header):
+    print(header)
+    print("per decode step: top-level aten ops (each one dispatch, on a GPU about one kernel launch), device kernels,")
+    print("host syncs (aten::_local_scalar_dense = a tensor read by Python, cuda*Synchronize, DtoH copies)")
+    for r in rows:
+        gpu = r["device"].startswith("cuda")
+        print(f"{r['arch']} batch {r['batch']} ({r['layers']} layers): ops/step off {r['ops_per_step_off']:.0f}, "
+              f"on {r['ops_per_step_on']:.0f} = +{r['ops_per_step_on'] - r['ops_per_step_off']:.0f} "
+              f"(+{r['ops_added_per_layer_per_step']:.2f} per layer; stock "
+              f"{r['ops_per_step_off'] / r['layers']:.1f} per layer)"
+              + (f"; kernels/step off {r['kernels_per_step_off']:.0f}, on {r['kernels_per_step_on']:.0f} "
+                 f"(+{r['kernels_added_per_layer_per_step']:.2f} per layer)" if gpu else ""))
+        syncs = ", ".join(f"{k} {v:g}" for k, v in r["syncs_per_step_by_name_off"].items()) or "none"
+        print(f"  host syncs/step: stock {syncs}; added by recording {r['syncs_per_step_on'] - r['syncs_per_step_off']:+g}")
+        names = ", ".join(f"{k.split(':', 1)[1]} {v:+g}" for k, v in r["added_per_step_by_name"].items()
+                          if k.startswith("op:"))
+        print(f"  ops added per step: {names or 'none'}")
+        if gpu:
+            kernels = ", ".join(f"{k[7:]} {v:+g}" for k, v in r["added_per_step_by_name"].items()
+                                if k.startswith("kernel:"))
+            print(f"  kernels added per step: {kernels or 'none'}")
+        print(f"  recorder update per step: {r['end_step_us']:.0f} us host time (median), "
+              f"{r['end_step_us'] / 10 / r['stock_step_ms']:.2f}% of a stock step ({r['stock_step_ms']:.1f} ms)")
+        print(f"  added per generate call outside the steps (allocation, prefill copies, copies to the host): "
+              f"{r['added_per_call_outside_steps']:+.0f} ops/kernels")
+
+
+# -- main ---------------------------------------------------------------------------------------------
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.threads or os.cpu_count())
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process
+    preset_name, preset, machine = environment(args.preset)
+    batches = args.batch_sizes or preset["batches"]
+    header = (f"machine: {machine} | device {preset['device']} | dtype {preset['dtype']} | torch {torch.__version__} "
+              f"| transformers {transformers.__version__} | preset {preset_name}, prompt {args.prompt_len} tokens, "
+              f"{args.new_tokens} new tokens")
+    cases, profiles = [], []
+    for arch in args.arch:
+        model = build_model(arch, preset, args.seed)
+        params = sum(p.numel() for p in model.parameters())
+        for batch in batches:
+            if args.profile:
+                profiles.append(profile_arch(model, batch, args))
+                print(f"profiled {arch} batch {batch}", file=sys.stderr)
+                continue
+            case = dict(arch=arch, batch=batch, device=preset["device"], dtype=preset["dtype"], preset=preset_name,
+                        params=params, layers=model.config.num_hidden_layers, new_tokens=args.new_tokens,
+                        prompt_len=args.prompt_len, reps=args.reps, warmup=args.warmup, machine=machine,
+                        torch=torch.__version__, transformers=transformers.__version__,
+                        **time_case(model, batch, args))
+            cases.append(case)
+            print(f"{arch} batch {batch}: stock {case['tok_per_s_stock']:.1f} tok/s, recording "
+                  f"{case['tok_per_s_recording']:.1f} tok/s, ratio {case['ratio']:.3f}", file=sys.stderr)
+        del model
+        gc.collect()
+        if preset["device"] == "cuda":
+            torch.cuda.empty_cache()
+    if args.profile:
+        print_profile(profiles, header)
+        write_json(args.profile_out, profiles)
+        return 0
+    print_table(cases, header + f" | {args.reps} interleaved pairs after {args.warmup} warm-up")
+    write_json(args.out, cases)
+    return 0
+
+
+def write_json(path, data):
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
