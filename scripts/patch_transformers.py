@@ -4,6 +4,8 @@
     python scripts/patch_transformers.py modeling    # regenerate modeling/ from patches/ (`make modeling`)
     python scripts/patch_transformers.py check       # exit 1 if modeling/ differs from source + patches/
     python scripts/patch_transformers.py diff        # developers: rewrite patches/ from edited modeling/ files
+    python scripts/patch_transformers.py dropin --into /path/to/site-packages/transformers
+                                                     # copy modeling/ into an installed transformers 5.17.0
 
 The pristine source is the sdist of the pinned release, checked against patches/<version>/sdist.sha256,
 or a git checkout given by --src (TRANSFORMERS_SRC=... for make). It is unpacked to third_party/ and
@@ -207,6 +209,27 @@ def cmd_check(args):
     print(f"modeling/ matches source + patches/ ({len(files)} files)")
 
 
+def cmd_dropin(args):
+    """Copy modeling/ into an installed transformers of the pinned version (e.g. a GPU machine's image)."""
+    version = pinned_version()
+    package = Path(args.into)
+    if not (package / "__init__.py").is_file():
+        raise PatchError(f"{package}: not an installed transformers package (no __init__.py)")
+    found = next((line.split("=", 1)[1].strip().strip("\"'") for line in (package / "__init__.py").read_text()
+                  .splitlines() if line.startswith("__version__")), None)
+    if found != version:
+        raise PatchError(f"{package} is transformers {found}; modeling/ is patched against {version}")
+    patches = args.patches or default_patch_dir(version)
+    targets_by_name = {Path(t).name: t for p in patch_files(patches) for t in targets(p)}
+    for name, rel in sorted(targets_by_name.items()):
+        dest = package / Path(rel).relative_to("src/transformers")
+        shutil.copyfile(MODELING / name, dest)
+        print(f"{MODELING / name} -> {dest}")
+    (package / Path(PATCH_INFO).name).write_text(
+        f'"""Written by scripts/patch_transformers.py dropin."""\nTRANSFORMERS_VERSION = "{version}"\n'
+        f'PATCHES_SHA256 = "{patches_sha256(patches)}"\nPATCH_FILES = {[p.name for p in patch_files(patches)]!r}\n')
+
+
 def unified_diff(rel, old, new):
     a = old.splitlines(keepends=True) if old is not None else []
     lines = difflib.unified_diff(a, new.splitlines(keepends=True),
@@ -238,16 +261,20 @@ def cmd_diff(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["install", "modeling", "check", "diff"])
+    parser.add_argument("command", choices=["install", "modeling", "check", "diff", "dropin"])
     parser.add_argument("--src", default=None, help="a transformers git checkout at the pinned version "
                         "instead of the sdist (make: TRANSFORMERS_SRC=...)")
     parser.add_argument("--patches", type=Path, default=None,
                         help="folder of *.patch files (default: patches/transformers-<pinned version>)")
     parser.add_argument("--force", action="store_true", help="install even if already installed")
+    parser.add_argument("--into", default=None, help="dropin: the transformers package folder to copy modeling/ into")
     args = parser.parse_args(argv)
     THIRD_PARTY.mkdir(exist_ok=True)
     try:
-        {"install": cmd_install, "modeling": cmd_modeling, "check": cmd_check, "diff": cmd_diff}[args.command](args)
+        if args.command == "dropin" and not args.into:
+            parser.error("dropin needs --into <site-packages>/transformers")
+        {"install": cmd_install, "modeling": cmd_modeling, "check": cmd_check, "diff": cmd_diff,
+         "dropin": cmd_dropin}[args.command](args)
     except PatchError as e:
         sys.exit(f"error: {e}")
 
