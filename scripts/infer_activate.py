@@ -44,7 +44,7 @@ OVERWRITE = False  # redo a finished run, or replace files that are not an unfin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from pim.activation_files import escape_newlines, ratio_lines, unescape_newlines  # noqa: E402
+from pim.activation_files import escape_newlines, ratio_lines, run_paths, unescape_newlines  # noqa: E402
 from pim.models import ALIASES, SUPPORTED_TYPES, resolve_model  # noqa: E402
 from pim.run_writer import RunRefused, RunWriter  # noqa: E402
 from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range  # noqa: E402
@@ -257,6 +257,9 @@ def run(args):
     if shard and interactive:
         raise UserError("--interactive runs in one process, without --shard")
     name, results_dir, first = run_name(args.model), Path(args.results_dir), 0
+    merged = run_paths(results_dir, args.file, name)["manifest"]
+    if state and not args.overwrite and merged.is_file() and json.loads(merged.read_text()).get("status") == "finished":
+        raise RunRefused(f"{merged} is a finished run; pass --overwrite to run it again")
     if shard:
         if shard[1] > len(prompts):
             raise UserError(f"{shard[1]} shards for {len(prompts)} prompts: use at most one shard per prompt")
