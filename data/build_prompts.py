@@ -35,21 +35,25 @@ POLICY_HELP = ("failed translations ('Request failed!!!', '###over length!!!'): 
                "leave the item out of every file of its test set (files then have fewer lines than the test set)")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_release_flags(p, out, out_help, flores_help):
+    """The flags that say which conditions of the release to build (shared with export_llamafactory.py)."""
     p.add_argument("--release", type=Path, default=RELEASE,
                    help=f"the release folder holding WMT/ XNLI/ RTE/ BoolQ/ (default {RELEASE.relative_to(ROOT)}/)")
-    p.add_argument("--out", type=Path, default=OUT,
-                   help=f"where to write <condition>.txt (default {OUT.relative_to(ROOT)}/)")
+    p.add_argument("--out", type=Path, default=out, help=f"{out_help} (default {out.relative_to(ROOT)}/)")
     p.add_argument("--flores", type=Path, default=FLORES,
-                   help="FLORES-200 folder (flores200_dataset/ holding dev/*.dev) for the few-shot prompts; "
+                   help=f"FLORES-200 folder (flores200_dataset/ holding dev/*.dev) for {flores_help}; "
                         "without it only 0-shot prompts are built")
     p.add_argument("--failed", choices=testsets.POLICIES, default=FAILED, help=POLICY_HELP + f" (default {FAILED})")
     p.add_argument("--tasks", default=TASKS, help=f"comma-separated test sets: wmt, xnli, rte, boolq (default {TASKS})")
     p.add_argument("--shots", default=SHOTS,
                    help="comma-separated numbers of demonstrations to build, e.g. 0 or 0,1,5 (default: 0, and 1 and 5 "
                         "when --flores is given); few-shot needs --flores")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_release_flags(p, OUT, "where to write <condition>.txt", "the few-shot prompts")
     p.add_argument("--only", nargs="+", metavar="NAME",
                    help="build only these conditions (names as in --list); an error if one cannot be built")
     p.add_argument("--list", action="store_true",

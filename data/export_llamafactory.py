@@ -28,11 +28,8 @@ from pim.activation_files import unescape_newlines, write_atomic
 from pim.prompts import SHORT
 
 ROOT = testsets.ROOT
-RELEASE = build_prompts.RELEASE  # the unpacked release
 OUT = ROOT / "data" / "llamafactory"  # LLaMA-Factory dataset_dir (ignored by git)
-FLORES = None  # FLORES-200 folder: few-shot test sets and the WMT -train sets; None: without them
-FAILED = build_prompts.FAILED  # failed translations, as for the prompt files: drop-language, keep, drop-item
-TASKS = "wmt,xnli,rte,boolq"  # which test sets (BoolQ also gives its -train sets)
+# which conditions (--release, --flores, --failed, --tasks, --shots): the defaults of build_prompts.py
 REFERENCES = None  # folder with generaltest2022.<s>-<t>.ref.A.<t>, newstest2021.is-en.ref.A.en (searched recursively)
 COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
 REFERENCE_FILES = {"wmt22": "generaltest2022.{s}-{t}.ref.A.{t}", "wmt21": "newstest2021.{s}-{t}.ref.A.{t}"}
@@ -109,18 +106,8 @@ def write(datasets, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--release", type=Path, default=RELEASE,
-                   help=f"the release folder (default {RELEASE.relative_to(ROOT)}/)")
-    p.add_argument("--out", type=Path, default=OUT,
-                   help=f"LLaMA-Factory dataset_dir to write (default {OUT.relative_to(ROOT)}/)")
-    p.add_argument("--flores", type=Path, default=FLORES,
-                   help="FLORES-200 folder (flores200_dataset/ with dev/*.dev): few-shot test sets and WMT -train sets")
-    p.add_argument("--failed", choices=testsets.POLICIES, default=FAILED,
-                   help=build_prompts.POLICY_HELP + f" (default {FAILED})")
-    p.add_argument("--tasks", default=TASKS, help=f"comma-separated test sets: wmt, xnli, rte, boolq (default {TASKS})")
-    p.add_argument("--shots",
-                   help="comma-separated numbers of demonstrations of the test sets "
-                        "(default: 0, and 1 and 5 with --flores)")
+    build_prompts.add_release_flags(p, OUT, "LLaMA-Factory dataset_dir to write",
+                                    "the few-shot test sets and the WMT -train sets")
     p.add_argument("--references", type=Path, default=REFERENCES,
                    help="folder with the WMT references (generaltest2022.de-en.ref.A.en, ...; searched recursively); "
                         "without it WMT outputs are empty")

@@ -34,8 +34,3 @@ def resolve_model(name, models_dir="models"):
         hub_id, chat = ALIASES[name]
         return hub_id, f"alias of {hub_id}", chat
     return name, "hub id or path, as given", False
-
-
-def alias_table():
-    """The aliases as Markdown rows, for --help and the README."""
-    return "\n".join(f"| `{a}` | `{h}` | {'yes' if c else 'no'} |" for a, (h, c) in ALIASES.items())
