@@ -1,36 +1,31 @@
-"""Which model a MODEL name means: a folder models/<MODEL>/, else an alias below, else a hub id or path."""
+"""Which model a MODEL name means: a folder models/<MODEL>/, else an alias, else a hub id or path.
+
+The aliases are the rows of pim/architectures.py.
+"""
 from pathlib import Path
 
-SUPPORTED_TYPES = ("bloom", "qwen2", "qwen3")  # model_type values the patched transformers records
+from pim.architectures import CONVERSION, aliases, by_type
 
-# alias: (hub id, chat model: wrap prompts in the paper's system-prompt template by default)
-ALIASES = {
-    "bloom-560m": ("bigscience/bloom-560m", False),
-    "bloom-1b7": ("bigscience/bloom-1b7", False),
-    "bloom-7b1": ("bigscience/bloom-7b1", False),
-    "bloom-176b": ("bigscience/bloom", False),
-    "bloomz-560m": ("bigscience/bloomz-560m", False),
-    "bloomz-7b1": ("bigscience/bloomz-7b1", False),
-    "bloomz-176b": ("bigscience/bloomz", False),
-    "qwen2-7b": ("Qwen/Qwen2-7B", False),
-    "qwen2-7b-instruct": ("Qwen/Qwen2-7B-Instruct", True),
-    "qwen2-72b-instruct": ("Qwen/Qwen2-72B-Instruct", True),
-    "qwen2.5-7b": ("Qwen/Qwen2.5-7B", False),
-    "qwen2.5-7b-instruct": ("Qwen/Qwen2.5-7B-Instruct", True),
-    "qwen2.5-14b-instruct": ("Qwen/Qwen2.5-14B-Instruct", True),
-    "qwen2.5-72b-instruct": ("Qwen/Qwen2.5-72B-Instruct", True),
-    "qwen3-8b": ("Qwen/Qwen3-8B", True),
-    "qwen3-14b": ("Qwen/Qwen3-14B", True),
-    "qwen3-32b": ("Qwen/Qwen3-32B", True),
-}
+ALIASES = aliases()  # alias -> (hub id, chat model: the paper's system prompt by default, model type)
+
+
+class NotConverted(LookupError):
+    """An alias of a checkpoint that must be converted first (Qwen v1); the message says how."""
 
 
 def resolve_model(name, models_dir="models"):
     """(source for from_pretrained, how it was found, chat model?) for a MODEL name."""
     folder = Path(models_dir) / name
     if folder.is_dir():
-        return str(folder), f"folder {folder}", False
+        chat = ALIASES[name][1] if name in ALIASES else False
+        return str(folder), f"folder {folder}", chat
     if name in ALIASES:
-        hub_id, chat = ALIASES[name]
+        hub_id, chat, model_type = ALIASES[name]
+        if by_type(model_type).recorded_by == CONVERSION:
+            raise NotConverted(
+                f"{name} is {hub_id}, a checkpoint that is converted before use and {folder}/ does not exist: "
+                f"download it (`hf download {hub_id} --local-dir ~/hf/{hub_id.split('/')[-1]}`, or "
+                f"`huggingface-cli download ...` with an older huggingface_hub), then "
+                f"`make convert-qwen1 SRC=~/hf/{hub_id.split('/')[-1]} NAME={name}`")
         return hub_id, f"alias of {hub_id}", chat
     return name, "hub id or path, as given", False

@@ -1,23 +1,17 @@
-"""Tiny random-init BLOOM / Qwen2 / Qwen3 models with a tokenizer trained on the spot.
+"""Tiny random-init models of every architecture in pim/architectures.py, with a tokenizer trained on the spot.
 
 Smoke models for the demo and the tests: no download, a fixed seed, a few layers. They say nothing
 about real models; they exercise the same code paths (config, from_pretrained, generate, recorder).
 """
 from pathlib import Path
 
+from pim.architectures import ARCHITECTURES
+
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
 # Small enough to run in seconds on 2 CPU cores; several layers so that per-layer order matters.
-# initializer_range is large so that pre-activations reach the range where GELU/SiLU give exact zeros.
-TINY_CONFIGS = {
-    "bloom": dict(model_type="bloom", hidden_size=64, n_layer=3, n_head=4, initializer_range=0.2),
-    "qwen2": dict(model_type="qwen2", hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                  initializer_range=0.2),
-    "qwen3": dict(model_type="qwen3", hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
-                  initializer_range=0.2),
-}
+# The configs are the `tiny` fields of pim/architectures.py.
+TINY_CONFIGS = {a.model_type: a.tiny for a in ARCHITECTURES if a.tiny is not None}
 
 
 def train_tokenizer(texts, vocab_size=600):
@@ -45,7 +39,7 @@ def build_tiny_model(arch, folder, texts, seed=0, **overrides):
     params = {**TINY_CONFIGS[arch], **overrides}
     ids = {name: tokenizer.convert_tokens_to_ids(tokenizer.special_tokens_map[name])
            for name in ("bos_token", "eos_token", "pad_token")}
-    config = AutoConfig.for_model(params.pop("model_type"), vocab_size=len(tokenizer),
+    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer),
                                   bos_token_id=ids["bos_token"], eos_token_id=ids["eos_token"],
                                   pad_token_id=ids["pad_token"], tie_word_embeddings=True, **params)
     torch.manual_seed(seed)

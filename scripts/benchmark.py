@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from pim.architectures import bench_types, by_type
+
 # Defaults; every one has a flag (--help). The command line overrides them.
 ARCHS = ["bloom", "qwen2"]  # architectures to time (bloom, qwen2, qwen3)
 PRESET = "auto"  # model size: cpu-small, 7b (GPU, bf16), tiny (CI smoke); auto: 7b on a GPU, else cpu-small
@@ -41,29 +43,10 @@ PROFILE_OUT = "results/profile.json"  # the profile's findings as JSON; '' write
 ROOT = Path(__file__).resolve().parent.parent
 EOS_ID, PAD_ID = 2, 3  # special token ids of the synthetic vocabulary; prompts avoid them
 
-PRESETS = {  # device, dtype, default batch sizes and per-architecture configs
-    "tiny": dict(device="cpu", dtype="float32", batches=[1, 2], configs={
-        "bloom": dict(hidden_size=64, n_layer=3, n_head=4, vocab_size=512),
-        "qwen2": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024),
-        "qwen3": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16, vocab_size=512, max_position_embeddings=1024)}),
-    "cpu-small": dict(device="cpu", dtype="float32", batches=[1, 8], configs={
-        "bloom": dict(hidden_size=768, n_layer=12, n_head=12, vocab_size=32000),  # 110M
-        "qwen2": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-                      num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,
-                      tie_word_embeddings=True),  # 100M
-        "qwen3": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-                      num_key_value_heads=4, head_dim=64, vocab_size=32000, max_position_embeddings=2048,
-                      tie_word_embeddings=True)}),
-    "7b": dict(device="cuda", dtype="bfloat16", batches=[1, 16], configs={
-        "bloom": dict(hidden_size=4096, n_layer=30, n_head=32, vocab_size=250880),  # BLOOM-7b1
-        "qwen2": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                      num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768,
-                      rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False),  # Qwen2-7B
-        "qwen3": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                      num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
-                      rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)}),  # Qwen3-8B
+PRESETS = {  # device, dtype, default batch sizes; the per-architecture configs are pim/architectures.py's `bench`
+    "tiny": dict(device="cpu", dtype="float32", batches=[1, 2]),
+    "cpu-small": dict(device="cpu", dtype="float32", batches=[1, 8]),
+    "7b": dict(device="cuda", dtype="bfloat16", batches=[1, 16]),
 }
 SYNC_EVENTS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize",
                "cudaEventSynchronize")  # profiler events where the host waits for the device (on a GPU)
@@ -71,7 +54,7 @@ SYNC_EVENTS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDevice
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", nargs="+", default=ARCHS, choices=["bloom", "qwen2", "qwen3"],
+    p.add_argument("--arch", nargs="+", default=ARCHS, choices=bench_types(),
                    help=f"architectures (default {' '.join(ARCHS)})")
     p.add_argument("--preset", default=PRESET, choices=["auto", *PRESETS],
                    help="model size: cpu-small (~100M, fp32, CPU), 7b (BLOOM-7b1/Qwen2-7B configs, bf16, GPU), "
@@ -125,13 +108,14 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def build_model(arch, preset, seed):
+def build_model(arch, preset_name, seed):
     """A random-init model of `arch` from the preset's config, on the preset's device, in eval mode."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model(arch, bos_token_id=1, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
-                                  **preset["configs"][arch])
+                                  **by_type(arch).bench[preset_name])
+    preset = PRESETS[preset_name]
     torch.manual_seed(seed)
     with torch.device(preset["device"]):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, preset["dtype"]))
@@ -359,7 +343,7 @@ def main(argv=None):
               f"{args.new_tokens} new tokens")
     cases, profiles = [], []
     for arch in args.arch:
-        model = build_model(arch, preset, args.seed)
+        model = build_model(arch, preset_name, args.seed)
         params = sum(p.numel() for p in model.parameters())
         for batch in batches:
             if args.profile:

@@ -15,19 +15,21 @@ OUT_DIR = "models"  # where the model folders go
 TRAIN_FILES = ["data/sample-deu2eng.txt", "data/sample-GPT4-deu_spa_rus_fra2eng.txt"]  # tokenizer corpus
 SEED = 0  # torch seed of the random init
 LAYERS = 4  # transformer layers
-HIDDEN = 128  # hidden size; BLOOM's MLP is 4x wider, Qwen2's intermediate size is set below
-QWEN_INTERMEDIATE = 344  # Qwen2 MLP width
+HIDDEN = 128  # hidden size
+INTERMEDIATE = 344  # MLP width of the gated architectures (Qwen2, Llama, ...); BLOOM's is 4 x HIDDEN
 OVERWRITE = False  # rebuild models that exist
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from pim.activation_files import unescape_newlines  # noqa: E402
 from pim.tiny_models import build_tiny_model  # noqa: E402
+from pim.architectures import tiny_types  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="+", default=ARCHS, choices=["bloom", "qwen2", "qwen3"], help="architectures")
+    p.add_argument("--archs", nargs="+", default=ARCHS, choices=tiny_types(),
+                   help="architectures (pim/architectures.py)")
     p.add_argument("--out-dir", default=OUT_DIR, help="folder for models/tiny-<arch>")
     p.add_argument("--train-files", nargs="+", default=TRAIN_FILES, help="prompt files to train the tokenizer on")
     p.add_argument("--seed", type=int, default=SEED, help="seed of the random init")
@@ -46,11 +48,8 @@ def main(argv=None):
         if folder.is_dir() and not args.overwrite:
             print(f"{folder} exists (--overwrite rebuilds it)")
             continue
-        sizes = {"bloom": dict(n_layer=args.layers, hidden_size=args.hidden),
-                 "qwen2": dict(num_hidden_layers=args.layers, hidden_size=args.hidden,
-                               intermediate_size=QWEN_INTERMEDIATE),
-                 "qwen3": dict(num_hidden_layers=args.layers, hidden_size=args.hidden,
-                               intermediate_size=QWEN_INTERMEDIATE)}[arch]
+        sizes = dict(n_layer=args.layers, hidden_size=args.hidden) if arch == "bloom" else \
+            dict(num_hidden_layers=args.layers, hidden_size=args.hidden, intermediate_size=INTERMEDIATE)
         build_tiny_model(arch, folder, texts, seed=args.seed, **sizes)
         print(f"built {folder} (random init, seed {args.seed}: a smoke model, its output is noise)")
 

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from pim.architectures import tiny_types
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -25,7 +27,7 @@ PROMPTS = [
     "Translate into English.\nGerman: Die Kinder spielen.\nSpanish: Los niños juegan.\nFrench: Les enfants jouent.\nEnglish:",
 ]
 
-ARCHS = ["bloom", "qwen2", "qwen3"]
+ARCHS = tiny_types()  # every architecture of pim/architectures.py with a tiny test model
 
 
 @pytest.fixture(scope="session")
