@@ -1,8 +1,10 @@
 # Added to transformers by the patches of the PiM neuron project (patches/transformers-<version>/).
 """Record MLP neuron activations while a model generates (Mu et al. 2024, arXiv 2403.09073).
 
-Sites: BLOOM the GELU output `gelu_impl(dense_h_to_4h(x))`; Qwen2/Qwen3 the SiLU of the gate alone
-`act_fn(gate_proj(x))`. Only the last position of each forward call (a "step") is measured: at prefill
+Sites: BLOOM the GELU output `gelu_impl(dense_h_to_4h(x))`; the gated MLPs (Qwen2/3, Llama, Mistral,
+Gemma) the activation of the gate alone `act_fn(gate_proj(x))`, before the product with `up_proj(x)`;
+architectures without a patch the output of each decoder layer's MLP activation module, by forward
+hooks (`start_activation_recording(attach="hooks")`, `start_recording`). Only the last position of each forward call (a "step") is measured: at prefill
 the last prompt token, then each newly generated position. Per step, sequence and layer the recorder
 counts the neurons with activation == 0 (`eq_zero`) and <= 0 (`le_zero`); per layer and neuron it
 counts the steps with activation > 0. Inside `generate`, a sequence that has emitted an EOS token is
@@ -29,6 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 UNSUPPORTED_GENERATE_OPTIONS = {
     # option: why a recording cannot honour it
@@ -300,27 +306,42 @@ class ActivationRecordingMixin:
 
     activation_recorder = None
 
-    def start_activation_recording(self, files=None):
-        """Record from now on; files=[ratio_path, index_path] writes the paper's files after each generate."""
+    def start_activation_recording(self, files=None, attach="patch"):
+        """Record from now on; files=[ratio_path, index_path] writes the paper's files after each generate.
+
+        attach="patch": the patched MLPs report their activation (the default); "hooks": forward hooks on
+        each decoder layer's activation module, for architectures without a patch (same files).
+        """
         if self.activation_recorder is not None:
             raise RuntimeError("activation recording is already on; stop_activation_recording() first")
-        mlps = [m for m in self.base_model.modules() if hasattr(type(m), "record_activation")]
-        if len(mlps) != self.config.num_hidden_layers:
-            raise RuntimeError(f"found {len(mlps)} patched MLPs for {self.config.num_hidden_layers} layers")
+        if attach not in ("patch", "hooks"):
+            raise ValueError(f"attach must be 'patch' or 'hooks', got {attach!r}")
+        num_layers = self.config.get_text_config().num_hidden_layers
+        if attach == "hooks":
+            recorder = ActivationRecorder(num_layers, files)
+            recorder.hooks = _attach_hooks(self, recorder)
+            self.activation_recorder = recorder
+            return recorder
+        mlps = [m for m in self.modules() if hasattr(type(m), "record_activation")]
+        if len(mlps) != num_layers:
+            raise RuntimeError(f"found {len(mlps)} patched MLPs for {num_layers} layers")
         recorder = ActivationRecorder(len(mlps), files)
         for layer, mlp in enumerate(mlps):
             mlp.record_activation = functools.partial(recorder.record, layer)
-        self.base_model.activation_recorder = recorder
+        for m in self.modules():
+            if hasattr(type(m), "activation_recorder") and m is not self:
+                m.activation_recorder = recorder  # the model that calls end_step after its last layer
         self.activation_recorder = recorder
         return recorder
 
     def stop_activation_recording(self):
         """Stop recording and return the recorder (its statistics stay readable)."""
         recorder = self.activation_recorder
-        for m in self.base_model.modules():
+        for handle in getattr(recorder, "hooks", ()):
+            handle.remove()
+        for m in self.modules():
             m.__dict__.pop("record_activation", None)
-        self.base_model.__dict__.pop("activation_recorder", None)
-        self.__dict__.pop("activation_recorder", None)
+            m.__dict__.pop("activation_recorder", None)
         return recorder
 
     def generate(self, *args, **kwargs):
@@ -353,10 +374,92 @@ class ActivationRecordingMixin:
         return out
 
 
-def start_recording(model, files=None):
-    """model.start_activation_recording(files), with a clear error for models without a recorder."""
+def start_recording(model, files=None, attach=None):
+    """Start recording on any causal LM: by its patch when it has one, else by forward hooks.
+
+    attach=None chooses ("patch" for the patched classes, "hooks" otherwise); "hooks" also works on a
+    patched class. A model without the mixin gets it (its class is swapped for a subclass that adds it).
+    """
+    patched = isinstance(model, ActivationRecordingMixin) and any(
+        hasattr(type(m), "record_activation") for m in model.modules())
+    if attach is None and not patched:
+        logger.warning(f"{type(model).__name__} has no patched recorder: recording by forward hooks on its MLP "
+                       "activation modules")
+    attach = attach or ("patch" if patched else "hooks")
+    if attach == "patch" and not patched:
+        raise ValueError(f"{type(model).__name__} has no patched recorder in this transformers: use attach='hooks'")
     if not isinstance(model, ActivationRecordingMixin):
-        raise ValueError(f"{type(model).__name__} has no activation recorder. Recording works for "
-                         "BloomForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM of the patched transformers "
-                         "(`make patch`).")
-    return model.start_activation_recording(files)
+        cls = type(model)
+        model.__class__ = type(cls.__name__, (ActivationRecordingMixin, cls), {"__module__": cls.__module__})
+    return model.start_activation_recording(files, attach=attach)
+
+
+# -- hook mode: any dense causal LM whose decoder layers have an MLP activation module ------------------
+ACTIVATION_MODULE_NAMES = ("act_fn", "act", "activation_fn", "gelu_impl", "activation", "act_func", "gelu")
+MLP_NAMES = ("mlp", "feed_forward", "ffn")  # the MLP inside a decoder layer; else the layer itself
+MOE_CONFIG_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def decoder_layers(model):
+    """(the module that holds the decoder layers, the layers): the ModuleList of num_hidden_layers blocks."""
+    num_layers = model.config.get_text_config().num_hidden_layers
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)
+             and len(m) == num_layers and not any(w in name for w in ("vision", "visual", "audio", "encoder"))]
+    if not found:
+        raise ValueError(f"{type(model).__name__}: found no list of {num_layers} decoder layers to hook")
+    name, layers = found[0]
+    owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    return owner, list(layers)
+
+
+def activation_sites(model):
+    """The activation module of each decoder layer's MLP; a clear error for what hooks cannot record."""
+    arch = f"{type(model).__name__} (model type {model.config.model_type})"
+    text = model.config.get_text_config()
+    moe = [f for f in MOE_CONFIG_FIELDS if (getattr(text, f, None) or 0) > 0]
+    if moe or any("experts" in name for name, _ in model.named_modules()):
+        raise ValueError(f"{arch} has a mixture-of-experts MLP ({', '.join(moe) or 'experts modules'}): each "
+                         "expert sees a subset of the tokens, so per-layer neuron counts are not defined")
+    owner, layers = decoder_layers(model)
+    sites = []
+    for i, layer in enumerate(layers):
+        mlp = next((getattr(layer, n) for n in MLP_NAMES if isinstance(getattr(layer, n, None), torch.nn.Module)), layer)
+        act = next((getattr(mlp, n) for n in ACTIVATION_MODULE_NAMES
+                    if isinstance(getattr(mlp, n, None), torch.nn.Module)), None)
+        if act is None:
+            raise ValueError(f"{arch}: layer {i}'s MLP ({type(mlp).__name__}) has no activation module "
+                             f"({', '.join(ACTIVATION_MODULE_NAMES)}): a fused or functional activation cannot "
+                             "be hooked")
+        sites.append(act)
+    if len({id(a) for a in sites}) != len(sites):
+        raise ValueError(f"{arch}: one activation module is shared between layers, so a hook cannot tell "
+                         "the layers apart")
+    return owner, sites
+
+
+def _attach_hooks(model, recorder):
+    """Forward hooks that feed the recorder as the patched code does; returns their handles."""
+    owner, sites = activation_sites(model)
+    arch = f"{type(model).__name__} (model type {model.config.model_type})"
+    fired = [0] * len(sites)  # calls per layer in the current forward call (host-side ints: no sync)
+
+    def on_activation(layer):
+        def hook(module, args, output):
+            fired[layer] += 1
+            recorder.record(layer, output)
+        return hook
+
+    def on_forward_end(module, args, kwargs, output):
+        if fired != [1] * len(sites):
+            bad = {i: n for i, n in enumerate(fired) if n != 1}
+            fired[:] = [0] * len(sites)
+            recorder._abort()
+            raise RuntimeError(f"{arch}: the activation modules of layers {sorted(bad)} ran {sorted(set(bad.values()))} "
+                               "times in one forward call instead of once (a fused MLP kernel, or a module used "
+                               "twice): hooks cannot record this architecture")
+        fired[:] = [0] * len(sites)
+        recorder.end_step(kwargs.get("input_ids", args[0] if args else None))
+
+    handles = [site.register_forward_hook(on_activation(i)) for i, site in enumerate(sites)]
+    handles.append(owner.register_forward_hook(on_forward_end, with_kwargs=True))
+    return handles

@@ -121,6 +121,13 @@ ARCHITECTURES = [
         aliases={"qwen-7b": ("Qwen/Qwen-7B", False), "qwen-7b-chat": ("Qwen/Qwen-7B-Chat", True),
                  "qwen-14b": ("Qwen/Qwen-14B", False), "qwen-14b-chat": ("Qwen/Qwen-14B-Chat", True),
                  "qwen-72b": ("Qwen/Qwen-72B", False), "qwen-72b-chat": ("Qwen/Qwen-72B-Chat", True)}),
+    Architecture(
+        "gpt_neox", "GPT-NeoX (hooks example)", HOOKS, "`act(dense_h_to_4h(x))`, the GELU output", "Pythia, GPT-NeoX",
+        activation="mlp.act", tiny=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                        num_attention_heads=4, initializer_range=0.2)),
+    Architecture(
+        "phi3", "Phi-3 (hooks example)", HOOKS, "`activation_fn(gate)`, the SiLU of the gate half of `gate_up_proj(x)`",
+        "Phi-3, Phi-4", activation="mlp.activation_fn", tiny=_TINY),
 ]
 
 
@@ -139,9 +146,9 @@ def patched_types():
     return [a.model_type for a in ARCHITECTURES if a.recorded_by == PATCH]
 
 
-def tiny_types():
-    """Model types with a tiny test model, in table order."""
-    return [a.model_type for a in ARCHITECTURES if a.tiny is not None]
+def tiny_types(how=None):
+    """Model types with a tiny test model, in table order; only those recorded `how` (PATCH, HOOKS) if given."""
+    return [a.model_type for a in ARCHITECTURES if a.tiny is not None and how in (None, a.recorded_by)]
 
 
 def bench_types():

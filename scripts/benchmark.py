@@ -33,6 +33,7 @@ NEW_TOKENS = 64  # tokens generated per sequence, exactly
 PROMPT_LEN = 32  # prompt tokens per sequence (synthetic ids, no padding)
 REPS = 9  # timed pairs (stock, recording) per case
 WARMUP = 1  # untimed pairs per case before timing
+ATTACH = ["patch", "hooks"]  # recording arms timed against stock: the patched recorder, forward hooks
 THREADS = 1  # torch intra-op threads; 1 is the steadiest on a shared CPU; 0: one per core; interop: 1
 SEED = 0  # weights and prompts
 OUT = "results/benchmark.json"  # the cases as JSON; '' writes nothing
@@ -59,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--preset", default=PRESET, choices=["auto", *PRESETS],
                    help="model size: cpu-small (~100M, fp32, CPU), 7b (BLOOM-7b1/Qwen2-7B configs, bf16, GPU), "
                         "tiny (CI smoke); auto: 7b when a GPU is present, else cpu-small")
+    p.add_argument("--attach", nargs="+", default=ATTACH, choices=["patch", "hooks"],
+                   help=f"recording arms timed against stock (default {' '.join(ATTACH)})")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=BATCH_SIZES,
                    help="batch sizes (default: the preset's, 1 8 on the CPU, 1 16 on a GPU)")
     p.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per sequence, exactly")
@@ -134,11 +137,14 @@ def prompts(model, batch, length, seed):
 
 
 def generate(model, ids, mask, new_tokens, recording):
-    """One generate call of exactly new_tokens tokens; returns (wall seconds, CPU seconds, new token ids)."""
+    """One generate call of exactly new_tokens tokens; returns (wall seconds, CPU seconds, new token ids).
+
+    recording: False (stock), True or "patch" (the patched recorder), "hooks" (forward hooks).
+    """
     import torch
 
     if recording:
-        recorder = model.start_activation_recording()
+        recorder = model.start_activation_recording(attach="hooks" if recording == "hooks" else "patch")
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     sync()
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -159,28 +165,31 @@ def generate(model, ids, mask, new_tokens, recording):
 
 
 def time_case(model, batch, args):
-    """Interleaved stock/recording runs; returns the case's numbers."""
+    """Interleaved stock and recording runs (each arm of ATTACH), the order rotating; returns the case's numbers."""
     ids, mask = prompts(model, batch, args.prompt_len, args.seed)
     tokens = batch * args.new_tokens
-    wall, cpu = {False: [], True: []}, {False: [], True: []}
+    arms = [False, *args.attach]
+    wall, cpu = {arm: [] for arm in arms}, {arm: [] for arm in arms}
     same_tokens = True
     for rep in range(args.warmup + args.reps):
-        order = (False, True) if rep % 2 == 0 else (True, False)
+        order = arms[rep % len(arms):] + arms[:rep % len(arms)]
+        order = order if rep % 2 == 0 else order[::-1]
         outs = {}
-        for recording in order:
-            seconds, cpu_seconds, outs[recording] = generate(model, ids, mask, args.new_tokens, recording)
+        for arm in order:
+            seconds, cpu_seconds, outs[arm] = generate(model, ids, mask, args.new_tokens, arm)
             if rep >= args.warmup:
-                wall[recording].append(tokens / seconds)
-                cpu[recording].append(tokens / cpu_seconds)
-        same_tokens &= bool((outs[False] == outs[True]).all())
-    stock, rec = wall[False], wall[True]
-    paired = [r / s for r, s in zip(rec, stock)]
-    case = dict(tok_per_s_stock=statistics.median(stock), tok_per_s_recording=statistics.median(rec),
-                ratio=statistics.median(rec) / statistics.median(stock), paired_ratio=statistics.median(paired),
-                paired_ratio_min=min(paired), paired_ratio_max=max(paired),
-                stock_samples=stock, recording_samples=rec, same_tokens=same_tokens)
-    if not ids.is_cuda:  # tokens per second of process CPU time: blind to other processes taking the cores
-        case["ratio_cpu_time"] = statistics.median(cpu[True]) / statistics.median(cpu[False])
+                wall[arm].append(tokens / seconds)
+                cpu[arm].append(tokens / cpu_seconds)
+        same_tokens &= all(bool((outs[False] == outs[arm]).all()) for arm in arms)
+    stock = wall[False]
+    case = dict(tok_per_s_stock=statistics.median(stock), stock_samples=stock, same_tokens=same_tokens)
+    for arm in args.attach:
+        paired = [r / s for r, s in zip(wall[arm], stock)]
+        case[arm] = dict(tok_per_s=statistics.median(wall[arm]), ratio=statistics.median(wall[arm]) / case[
+            "tok_per_s_stock"], paired_ratio=statistics.median(paired), paired_ratio_min=min(paired),
+            paired_ratio_max=max(paired), samples=wall[arm])
+        if not ids.is_cuda:  # tokens per second of process CPU time: blind to other processes taking the cores
+            case[arm]["ratio_cpu_time"] = statistics.median(cpu[arm]) / statistics.median(cpu[False])
     return case
 
 
@@ -190,13 +199,17 @@ def spread(values):
 
 def print_table(cases, header):
     print(header)
-    cols = ["arch", "params", "batch", "stock tok/s", "(min-max)", "recording tok/s", "(min-max)",
+    cols = ["arch", "params", "batch", "stock tok/s", "(min-max)", "attach", "recording tok/s", "(min-max)",
             "ratio", "paired ratio (min-max)", "CPU-time ratio"]
-    rows = [[c["arch"], f"{c['params'] / 1e6:.0f}M", str(c["batch"]), f"{c['tok_per_s_stock']:.1f}",
-             spread(c["stock_samples"]), f"{c['tok_per_s_recording']:.1f}", spread(c["recording_samples"]),
-             f"{c['ratio']:.3f}", f"{c['paired_ratio']:.3f} ({c['paired_ratio_min']:.3f}-{c['paired_ratio_max']:.3f})",
-             f"{c['ratio_cpu_time']:.3f}" if "ratio_cpu_time" in c else "-"]
-            for c in cases]
+    rows = []
+    for c in cases:
+        for arm in (k for k in ("patch", "hooks") if k in c):
+            r = c[arm]
+            rows.append([c["arch"], f"{c['params'] / 1e6:.0f}M", str(c["batch"]), f"{c['tok_per_s_stock']:.1f}",
+                         spread(c["stock_samples"]), arm, f"{r['tok_per_s']:.1f}", spread(r["samples"]),
+                         f"{r['ratio']:.3f}",
+                         f"{r['paired_ratio']:.3f} ({r['paired_ratio_min']:.3f}-{r['paired_ratio_max']:.3f})",
+                         f"{r['ratio_cpu_time']:.3f}" if "ratio_cpu_time" in r else "-"])
     widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
     for r in [cols, *rows]:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
@@ -356,8 +369,9 @@ def main(argv=None):
                         torch=torch.__version__, transformers=transformers.__version__,
                         **time_case(model, batch, args))
             cases.append(case)
-            print(f"{arch} batch {batch}: stock {case['tok_per_s_stock']:.1f} tok/s, recording "
-                  f"{case['tok_per_s_recording']:.1f} tok/s, ratio {case['ratio']:.3f}", file=sys.stderr)
+            print(f"{arch} batch {batch}: stock {case['tok_per_s_stock']:.1f} tok/s, " + ", ".join(
+                f"{arm} {case[arm]['tok_per_s']:.1f} tok/s (ratio {case[arm]['ratio']:.3f})" for arm in args.attach),
+                file=sys.stderr)
         del model
         gc.collect()
         if preset["device"] == "cuda":

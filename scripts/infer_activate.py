@@ -41,11 +41,13 @@ DO_SAMPLE = False  # greedy decoding; the paper sampled at temperature 0.01
 TEMPERATURE = 0.01  # used with --do-sample
 SEED = 42  # sampling seed; each batch uses SEED + the index of its first prompt
 OVERWRITE = False  # redo a finished run, or replace files that are not an unfinished run of this project
+ATTACH = "auto"  # how the recorder attaches: patch, hooks (any dense causal LM), auto (patch where there is one)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from pim.activation_files import escape_newlines, ratio_lines, run_paths, unescape_newlines  # noqa: E402
-from pim.models import ALIASES, SUPPORTED_TYPES, resolve_model  # noqa: E402
+from pim.architectures import CONVERSION, HOOKS, PATCH, by_type, recorded_by  # noqa: E402
+from pim.models import ALIASES, NotConverted, resolve_model  # noqa: E402
 from pim.run_writer import RunRefused, RunWriter  # noqa: E402
 from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range  # noqa: E402
 
@@ -86,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling temperature")
     p.add_argument("--seed", type=int, default=SEED, help="sampling seed")
     p.add_argument("--overwrite", default=OVERWRITE, action=bool_flag, help="redo a finished run")
+    p.add_argument("--attach", default=ATTACH, choices=["auto", PATCH, HOOKS],
+                   help="record through the patched modeling code, or forward hooks on the MLP activation modules "
+                        "(same files; auto: the patch where pim/architectures.py has one, else hooks with a notice)")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.batch_size < 1:
         p.error("--max-new-tokens and --batch-size must be at least 1")
@@ -147,6 +152,20 @@ def placement(args, gpu):
     return device_map or "auto", max_memory
 
 
+def choose_attach(model_type, requested, model):
+    """patch or hooks for a model type (pim/architectures.py), with a notice when hooks stand in for a patch."""
+    how = recorded_by(model_type)
+    if how == CONVERSION:
+        raise UserError(f"model {model!r} is a {by_type(model_type).family} checkpoint ({model_type}), which is "
+                        f"converted before use: `make convert-qwen1 SRC=<its folder> NAME=<name>` (README)")
+    if requested == PATCH and how != PATCH:
+        raise UserError(f"model {model!r} is a {model_type} model, which has no patch: use --attach hooks or auto")
+    if requested == "auto" and how != PATCH:
+        print(f"note: {model_type} has no patch in this project: recording by forward hooks on its MLP activation "
+              "modules (the same files; see pim/architectures.py)", file=sys.stderr)
+    return PATCH if requested == "auto" and how == PATCH else (requested if requested != "auto" else HOOKS)
+
+
 def load_model(args):
     """(model, tokenizer, manifest info) with recording on; clear errors for what cannot be recorded."""
     if importlib.util.find_spec("transformers.activation_recorder") is None:
@@ -154,16 +173,18 @@ def load_model(args):
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.activation_recorder import start_recording
 
-    source, found, chat = resolve_model(args.model, ROOT / "models")
+    try:
+        source, found, chat = resolve_model(args.model, ROOT / "models")
+    except NotConverted as e:
+        raise UserError(str(e)) from None
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise UserError(f"model {args.model!r}: not a folder models/{args.model}/, not an alias "
                         f"({', '.join(ALIASES)}), and not loadable as a hub id or path: {e}") from None
-    if config.model_type not in SUPPORTED_TYPES:
-        raise UserError(f"model {args.model!r} is a {config.model_type} model, which has no activation recorder "
-                        f"(supported: {', '.join(SUPPORTED_TYPES)})")
+    attach = choose_attach(config.model_type, args.attach, args.model)
     gpu = torch.cuda.is_available()
     dtype = {"auto": torch.bfloat16 if gpu else torch.float32, "float32": torch.float32,
              "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
@@ -174,7 +195,10 @@ def load_model(args):
     tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.start_activation_recording()
+    try:
+        start_recording(model, attach=attach)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"model {args.model!r}: {e}") from None
     from transformers import activation_patch_info as patch
 
     use_sys = (args.sys_prompt == "on" or (args.sys_prompt == "auto" and chat)) and not args.chat_template
@@ -188,7 +212,7 @@ def load_model(args):
         "sys_template": args.sys_template if use_sys else None, "chat_template": args.chat_template,
         "transformers": patch.TRANSFORMERS_VERSION, "patches_sha256": patch.PATCHES_SHA256,
     }
-    info = {"model": args.model, "found_as": found, "torch": torch.__version__,
+    info = {"model": args.model, "found_as": found, "torch": torch.__version__, "attach": attach,
             "devices": {k: str(v) for k, v in getattr(model, "hf_device_map", {"": model.device}).items()},
             "layers": config.num_hidden_layers, "generation_config": model.generation_config.to_diff_dict()}
     return model, tokenizer, settings, info, use_sys

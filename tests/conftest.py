@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pim.architectures import tiny_types
+from pim.architectures import HOOKS, PATCH, tiny_types
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -27,7 +27,8 @@ PROMPTS = [
     "Translate into English.\nGerman: Die Kinder spielen.\nSpanish: Los niños juegan.\nFrench: Les enfants jouent.\nEnglish:",
 ]
 
-ARCHS = tiny_types()  # every architecture of pim/architectures.py with a tiny test model
+ARCHS = tiny_types(PATCH)  # every patched architecture of pim/architectures.py
+HOOK_ARCHS = tiny_types(HOOKS)  # the rows recorded by hooks alone
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +37,7 @@ def tiny_model_dirs(tmp_path_factory):
     from pim.tiny_models import build_tiny_model
 
     base = tmp_path_factory.mktemp("tiny-models")
-    return {arch: build_tiny_model(arch, base / arch, CORPUS, seed=1) for arch in ARCHS}
+    return {arch: build_tiny_model(arch, base / arch, CORPUS, seed=1) for arch in ARCHS + HOOK_ARCHS}
 
 
 # --- the command line of scripts/infer_activate.py on a tiny model ---

@@ -6,13 +6,15 @@ anything the recorder computes.
 """
 import torch
 
+from pim.architectures import by_type
+
 
 def activation_modules(model):
-    """The module whose output is the measured site, one per layer."""
-    if model.config.model_type == "bloom":
-        mods = [block.mlp.gelu_impl for block in model.transformer.h]
-    else:
-        mods = [layer.mlp.act_fn for layer in model.model.layers]
+    """The module whose output is the measured site, one per layer (pim/architectures.py's `activation`)."""
+    base = model.base_model
+    base = getattr(base, "language_model", base)  # multimodal models: their text model
+    layers = base.h if hasattr(base, "h") else base.layers
+    mods = [layer.get_submodule(by_type(model.config.model_type).activation) for layer in layers]
     assert len({id(m) for m in mods}) == len(mods), "activation modules are shared between layers"
     return mods
 

@@ -31,16 +31,21 @@ def test_table_and_json(run_benchmark, tmp_path):
     cases = json.loads(out.read_text())
     assert [(c["arch"], c["batch"]) for c in cases] == [("bloom", 1), ("bloom", 2), ("qwen2", 1), ("qwen2", 2)]
     for c in cases:
-        assert c["device"] == "cpu" and c["dtype"] == "float32"
-        assert c["tok_per_s_stock"] > 0 and c["tok_per_s_recording"] > 0
-        assert c["ratio"] == pytest.approx(c["tok_per_s_recording"] / c["tok_per_s_stock"])
+        assert c["device"] == "cpu" and c["dtype"] == "float32" and len(c["stock_samples"]) == 1
+        for arm in ("patch", "hooks"):
+            r = c[arm]
+            assert len(r["samples"]) == 1 and r["tok_per_s"] == r["samples"][0] > 0
+            # recording / stock, not the other way round: with one sample each, the quotient of the samples
+            assert r["ratio"] == pytest.approx(r["samples"][0] / c["stock_samples"][0], rel=1e-12)
+            assert r["paired_ratio_min"] <= r["paired_ratio"] <= r["paired_ratio_max"]
         assert c["same_tokens"], "recording changed the generated tokens"
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("arch "))
     assert "machine:" in lines[header - 1] and "torch" in lines[header - 1] and "float32" in lines[header - 1]
     assert "stock tok/s" in lines[header] and "recording tok/s" in lines[header] and "ratio" in lines[header]
-    assert [line.split()[:3:2] for line in lines[header + 1:header + 5]] == [
-        ["bloom", "1"], ["bloom", "2"], ["qwen2", "1"], ["qwen2", "2"]]
+    assert "attach" in lines[header]
+    assert [[line.split()[i] for i in (0, 2, 5)] for line in lines[header + 1:header + 9]] == [
+        [arch, batch, arm] for arch in ("bloom", "qwen2") for batch in ("1", "2") for arm in ("patch", "hooks")]
 
 
 def test_profile_finds_no_added_host_sync(run_benchmark, tmp_path):
