@@ -423,7 +423,8 @@ def activation_sites(model):
     owner, layers = decoder_layers(model)
     sites = []
     for i, layer in enumerate(layers):
-        mlp = next((getattr(layer, n) for n in MLP_NAMES if isinstance(getattr(layer, n, None), torch.nn.Module)), layer)
+        mlp = next((getattr(layer, n) for n in MLP_NAMES if isinstance(getattr(layer, n, None), torch.nn.Module)),
+                   layer)
         act = next((getattr(mlp, n) for n in ACTIVATION_MODULE_NAMES
                     if isinstance(getattr(mlp, n, None), torch.nn.Module)), None)
         if act is None:
@@ -454,9 +455,9 @@ def _attach_hooks(model, recorder):
             bad = {i: n for i, n in enumerate(fired) if n != 1}
             fired[:] = [0] * len(sites)
             recorder._abort()
-            raise RuntimeError(f"{arch}: the activation modules of layers {sorted(bad)} ran {sorted(set(bad.values()))} "
-                               "times in one forward call instead of once (a fused MLP kernel, or a module used "
-                               "twice): hooks cannot record this architecture")
+            raise RuntimeError(f"{arch}: the activation modules of layers {sorted(bad)} ran "
+                               f"{sorted(set(bad.values()))} times in one forward call instead of once (a fused MLP "
+                               "kernel, or a module used twice): hooks cannot record this architecture")
         fired[:] = [0] * len(sites)
         recorder.end_step(kwargs.get("input_ids", args[0] if args else None))
 

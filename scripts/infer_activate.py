@@ -25,10 +25,11 @@ MODEL = "tiny-bloom"  # a folder models/<MODEL>/, an alias (pim/models.py, READM
 FILE = "sample-deu2eng"  # reads <DATA_DIR>/<FILE>.txt: one prompt per line, a literal \n is a newline
 DATA_DIR = "data"  # where <FILE>.txt lives
 RESULTS_DIR = "results"  # where the run's files go
-SYS_PROMPT = "auto"  # wrap each prompt in SYS_TEMPLATE: on, off, or auto (on for the chat aliases)
+SYS_PROMPT = "auto"  # wrap each prompt in SYS_TEMPLATE: on, off, or auto (on for the Qwen chat aliases)
 SYS_TEMPLATE = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                 "<|custom|><|im_end|>\n<|im_start|>assistant\n")  # the paper's; <|custom|> is the prompt
-CHAT_TEMPLATE = False  # use the tokenizer's own chat template instead of SYS_TEMPLATE
+CHAT_TEMPLATE = None  # use the tokenizer's own chat template instead of SYS_TEMPLATE; None: for the aliases
+# of instruct models other than Qwen's (pim/architectures.py)
 INTERACTIVE = False  # read prompts from standard input and print each continuation
 MAX_NEW_TOKENS = 100  # tokens generated per prompt at most
 BATCH_SIZE = 8  # prompts per generate call, left-padded
@@ -46,7 +47,7 @@ ATTACH = "auto"  # how the recorder attaches: patch, hooks (any dense causal LM)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from pim.activation_files import escape_newlines, ratio_lines, run_paths, unescape_newlines  # noqa: E402
-from pim.architectures import CONVERSION, HOOKS, PATCH, by_type, recorded_by  # noqa: E402
+from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by  # noqa: E402
 from pim.models import ALIASES, NotConverted, resolve_model  # noqa: E402
 from pim.run_writer import RunRefused, RunWriter  # noqa: E402
 from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range  # noqa: E402
@@ -66,10 +67,11 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=DATA_DIR, help="folder of the input file")
     p.add_argument("--results-dir", default=RESULTS_DIR, help="folder of the output files")
     p.add_argument("--sys-prompt", default=SYS_PROMPT, choices=["auto", "on", "off"],
-                   help="wrap prompts in --sys-template (auto: on for chat aliases)")
+                   help="wrap prompts in --sys-template (auto: on for the Qwen chat aliases)")
     p.add_argument("--sys-template", default=SYS_TEMPLATE, help="template with <|custom|> where the prompt goes")
     p.add_argument("--chat-template", default=CHAT_TEMPLATE, action=bool_flag,
-                   help="use the tokenizer's chat template (replaces --sys-prompt)")
+                   help="use the tokenizer's chat template (replaces --sys-prompt; default: on for the aliases of "
+                        "Llama, Mistral and Gemma instruct models)")
     p.add_argument("--interactive", default=INTERACTIVE, action=bool_flag,
                    help="prompts from standard input, one per line; prints each continuation")
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="tokens generated per prompt at most")
@@ -176,7 +178,7 @@ def load_model(args):
     from transformers.activation_recorder import start_recording
 
     try:
-        source, found, chat = resolve_model(args.model, ROOT / "models")
+        source, found, fmt = resolve_model(args.model, ROOT / "models")
     except NotConverted as e:
         raise UserError(str(e)) from None
     try:
@@ -201,7 +203,9 @@ def load_model(args):
         raise UserError(f"model {args.model!r}: {e}") from None
     from transformers import activation_patch_info as patch
 
-    use_sys = (args.sys_prompt == "on" or (args.sys_prompt == "auto" and chat)) and not args.chat_template
+    if args.chat_template is None:
+        args.chat_template = fmt == TEMPLATE
+    use_sys = (args.sys_prompt == "on" or (args.sys_prompt == "auto" and fmt == CHATML)) and not args.chat_template
     settings = {  # a run resumes only with all of these unchanged
         "model_source": source, "revision": getattr(config, "_commit_hash", None),
         "config_sha256": hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest(),
