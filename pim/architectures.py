@@ -35,6 +35,7 @@ class Architecture:
     site: str  # the measured activation, in words
     models: str  # which released models it covers
     activation: str = "mlp.act_fn"  # the site's module inside a decoder layer (hooks, the tests' reference)
+    gate: str = "mlp.gate_proj"  # the linear whose first `width` output rows feed the site (tiny models' zeros)
     tiny: dict = None  # the tiny random-init test model: config fields (AutoConfig.for_model); None: none
     bench: dict = field(default_factory=dict)  # benchmark preset name -> config fields
     aliases: dict = field(default_factory=dict)  # alias -> (hub id, prompt format: PLAIN, CHATML, TEMPLATE)
@@ -44,7 +45,7 @@ class Architecture:
 ARCHITECTURES = [
     Architecture(
         "bloom", "BLOOM", PATCH, "`gelu_impl(dense_h_to_4h(x))`, the GELU output (width 4 x hidden)",
-        "BLOOM, BLOOMZ (the paper's BLOOM-176B)", activation="mlp.gelu_impl",
+        "BLOOM, BLOOMZ (the paper's BLOOM-176B)", activation="mlp.gelu_impl", gate="mlp.dense_h_to_4h",
         tiny=dict(hidden_size=64, n_layer=3, n_head=4, initializer_range=0.2),
         bench={"tiny": dict(hidden_size=64, n_layer=3, n_head=4, vocab_size=512),
                "cpu-small": dict(hidden_size=768, n_layer=12, n_head=12, vocab_size=32000),  # 110M
@@ -128,11 +129,11 @@ ARCHITECTURES = [
                  "qwen-72b": ("Qwen/Qwen-72B", PLAIN), "qwen-72b-chat": ("Qwen/Qwen-72B-Chat", CHATML)}),
     Architecture(
         "gpt_neox", "GPT-NeoX (hooks example)", HOOKS, "`act(dense_h_to_4h(x))`, the GELU output", "Pythia, GPT-NeoX",
-        activation="mlp.act", tiny=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                                        num_attention_heads=4, initializer_range=0.2)),
+        activation="mlp.act", gate="mlp.dense_h_to_4h",
+        tiny=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, initializer_range=0.2)),
     Architecture(
         "phi3", "Phi-3 (hooks example)", HOOKS, "`activation_fn(gate)`, the SiLU of the gate half of `gate_up_proj(x)`",
-        "Phi-3, Phi-4", activation="mlp.activation_fn", tiny=_TINY),
+        "Phi-3, Phi-4", activation="mlp.activation_fn", gate="mlp.gate_up_proj", tiny=_TINY),
 ]
 
 

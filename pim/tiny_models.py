@@ -5,7 +5,14 @@ about real models; they exercise the same code paths (config, from_pretrained, g
 """
 from pathlib import Path
 
-from pim.architectures import ARCHITECTURES
+from pim.architectures import ARCHITECTURES, by_type
+
+# Exact zeros at the recorded site, in every architecture: of each layer's gate rows (the linear before the
+# activation), every ZERO_EVERY-th is set to 0, so its pre-activation is exactly 0 and so is its activation
+# (neither > 0 nor < 0); the next row is multiplied by STEEP, so its pre-activation is often beyond -90,
+# where SiLU and GELU underflow to exactly 0 (and near 0 it stays a small negative value: <= 0, not == 0).
+ZERO_EVERY = 8
+STEEP = 300.0
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
@@ -44,8 +51,25 @@ def build_tiny_model(arch, folder, texts, seed=0, **overrides):
                                   pad_token_id=ids["pad_token"], tie_word_embeddings=True, **params)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plant_exact_zeros(model, arch)
     model.generation_config.pad_token_id = ids["pad_token"]
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def plant_exact_zeros(model, arch):
+    """Zero and steepen gate rows of every layer (see ZERO_EVERY, STEEP), in place."""
+    import torch
+    from transformers.activation_recorder import decoder_layers
+
+    text = model.config.get_text_config()
+    width = getattr(text, "intermediate_size", None) or 4 * text.hidden_size  # BLOOM's MLP is 4 x hidden
+    for layer in decoder_layers(model)[1]:
+        linear = layer.get_submodule(by_type(arch).gate)  # its first `width` rows feed the site
+        with torch.no_grad():
+            for param in (linear.weight, linear.bias):
+                if param is not None:
+                    param[0:width:ZERO_EVERY] = 0
+                    param[1:width:ZERO_EVERY] *= STEEP

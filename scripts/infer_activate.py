@@ -154,12 +154,16 @@ def placement(args, gpu):
     return device_map or "auto", max_memory
 
 
-def choose_attach(model_type, requested, model):
-    """patch or hooks for a model type (pim/architectures.py), with a notice when hooks stand in for a patch."""
-    how = recorded_by(model_type)
-    if how == CONVERSION:
+def refuse_unconverted(model_type, model):
+    if recorded_by(model_type) == CONVERSION:
         raise UserError(f"model {model!r} is a {by_type(model_type).family} checkpoint ({model_type}), which is "
                         f"converted before use: `make convert-qwen1 SRC=<its folder> NAME=<name>` (README)")
+
+
+def choose_attach(model_type, requested, model):
+    """patch or hooks for a model type (pim/architectures.py), with a notice when hooks stand in for a patch."""
+    refuse_unconverted(model_type, model)
+    how = recorded_by(model_type)
     if requested == PATCH and how != PATCH:
         raise UserError(f"model {model!r} is a {model_type} model, which has no patch: use --attach hooks or auto")
     if requested == "auto" and how != PATCH:
@@ -181,6 +185,12 @@ def load_model(args):
         source, found, fmt = resolve_model(args.model, ROOT / "models")
     except NotConverted as e:
         raise UserError(str(e)) from None
+    local = Path(source) / "config.json"
+    if local.is_file():  # a downloaded Qwen v1 folder: its config needs remote code, refuse before parsing it
+        try:
+            refuse_unconverted(json.loads(local.read_text()).get("model_type"), args.model)
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise UserError(f"{local}: not a JSON model config ({e})") from None
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
@@ -194,13 +204,13 @@ def load_model(args):
     transformers.utils.logging.disable_progress_bar()  # one progress bar: ours
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map, max_memory=max_memory,
                                                  offload_folder=args.offload_folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     try:
         start_recording(model, attach=attach)
     except (ValueError, RuntimeError) as e:
         raise UserError(f"model {args.model!r}: {e}") from None
+    tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     from transformers import activation_patch_info as patch
 
     if args.chat_template is None:

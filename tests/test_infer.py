@@ -158,10 +158,18 @@ def test_unknown_and_unsupported_models(data_dir, tmp_path):
     assert res.returncode != 0 and "not an alias" in res.stderr and "Traceback" not in res.stderr
     from transformers import AutoConfig
 
-    gpt2 = tmp_path / "gpt2"
-    AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_layer=1, n_embd=32, n_head=2)).save_pretrained(gpt2)
-    res = infer(gpt2, data_dir, tmp_path / "results")
-    assert res.returncode != 0 and "gpt2 model, which has no activation recorder" in res.stderr
+    moe = tmp_path / "mixtral"
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "mixtral", hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, vocab_size=50)).save_pretrained(moe)
+    res = infer(moe, data_dir, tmp_path / "results")
+    assert res.returncode != 0 and "has a mixture-of-experts MLP" in res.stderr and "Traceback" not in res.stderr
+    qwen1 = tmp_path / "qwen-7b"  # a Qwen v1 folder as downloaded: its config alone decides
+    qwen1.mkdir()
+    (qwen1 / "config.json").write_text(json.dumps({"model_type": "qwen", "architectures": ["QWenLMHeadModel"]}))
+    res = infer(qwen1, data_dir, tmp_path / "results")
+    assert res.returncode != 0 and "make convert-qwen1 SRC=" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_interactive_prints_and_records(model_dir, tmp_path):

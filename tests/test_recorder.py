@@ -186,11 +186,12 @@ def test_refusals(tiny_model_dirs, tmp_path):
         load(tiny_model_dirs["bloom"], activate_file=[taken, tmp_path / "index.jsonl"])
     assert taken.read_text() == "{}\n"
 
-    gpt2 = tmp_path / "gpt2"
-    config = AutoConfig.for_model("gpt2", n_layer=1, n_embd=32, n_head=2, vocab_size=50)
-    AutoModelForCausalLM.from_config(config).save_pretrained(gpt2)
-    with pytest.raises(ValueError, match="GPT2LMHeadModel has no activation recorder"):
-        AutoModelForCausalLM.from_pretrained(gpt2, activate_file=[tmp_path / "r", tmp_path / "i"])
+    moe = tmp_path / "mixtral"
+    config = AutoConfig.for_model("mixtral", hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1, vocab_size=50)
+    AutoModelForCausalLM.from_config(config).save_pretrained(moe)
+    with pytest.raises(ValueError, match="MixtralForCausalLM .* has a mixture-of-experts MLP"):
+        AutoModelForCausalLM.from_pretrained(moe, activate_file=[tmp_path / "r", tmp_path / "i"])
 
 
 @pytest.mark.parametrize("arch", ["bloom", "qwen2"])
