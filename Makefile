@@ -15,10 +15,10 @@ SRC_FLAG := $(if $(TRANSFORMERS_SRC),--src $(TRANSFORMERS_SRC))
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
-.PHONY: help venv patch modeling patches test clean demo demo-models infer plots data eval bench
+.PHONY: help venv patch modeling patches test clean demo demo-models infer plots data eval bench convert-qwen1
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ DEMO_FILES := sample-deu2eng sample-GPT4-deu_spa_rus_fra2eng
 infer: patch ## generate for data/$(FILE).txt with $(MODEL), record (BATCH= MAX_NEW_TOKENS= DTYPE= NPROC= ARGS=)
 	$(INFER) scripts/infer_activate.py --file $(FILE) --model $(MODEL) --batch-size $(BATCH) \
 		--max-new-tokens $(MAX_NEW_TOKENS) --dtype $(DTYPE) $(ARGS)
+
+# --- Qwen v1 (Qwen-7B/14B/72B, -Chat): remote code that 5.x cannot run, converted exactly to Qwen2 ---
+# SRC: the downloaded folder (hf download Qwen/Qwen-7B --local-dir ...); NAME: models/$(NAME)/ (default: SRC's name)
+SRC ?=
+NAME ?=
+
+convert-qwen1: $(SETUP) ## convert a downloaded Qwen v1 folder to models/$(NAME)/ (SRC= NAME=)
+	@test -n '$(SRC)' || { echo 'error: give SRC=<downloaded Qwen v1 folder>, e.g. make convert-qwen1 SRC=~/hf/Qwen-7B NAME=qwen-7b'; exit 1; }
+	$(PY) scripts/convert_qwen1.py --src '$(SRC)' $(if $(NAME),--name '$(NAME)') $(ARGS)
 
 demo-models: $(SETUP) ## build the tiny smoke models models/tiny-bloom and models/tiny-qwen2
 	$(PY) scripts/build_demo_models.py

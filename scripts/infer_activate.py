@@ -305,6 +305,17 @@ def run(args):
         total, prompts = len(prompts), prompts[first:last]
         name, results_dir = shard_model_name(name, *shard), shard_dir(args.results_dir)
     model, tokenizer, settings, info, use_sys = load_model(args)
+    if getattr(model.config, "qwen1", None):  # a converted Qwen v1 (pim/qwen1.py): exact tokenizer, exact lengths
+        from pim.qwen1 import PromptTooLong, check_prompt_lengths, load_tokenizer
+
+        tokenizer = load_tokenizer(model.name_or_path)
+        wrap = Generator(model, tokenizer, args, use_sys).wrap
+        try:  # interactive prompts are not checked
+            check_prompt_lengths(model.config, [len(tokenizer(wrap(p), add_special_tokens=not args.chat_template)
+                                                    ["input_ids"]) for p in prompts or []],
+                                 args.max_new_tokens, input_path, first_line=first + 1)
+        except PromptTooLong as e:
+            raise UserError(str(e)) from None
     settings.update(input="stdin" if interactive else str(input_path),
                     input_sha256=None if interactive else hashlib.sha256(input_path.read_bytes()).hexdigest())
     info.update(model=run_name(args.model), model_argument=args.model, file=args.file,
