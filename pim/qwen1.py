@@ -245,9 +245,7 @@ def convert(src, dest, overwrite=False, progress=None):
         raise ConversionError(f"{src}: no {TIKTOKEN_FILE} (Qwen v1's tokenizer)")
     if dest.exists() and not overwrite:
         raise ConversionError(f"{dest} exists; pass --overwrite to replace it")
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-    from transformers import GenerationConfig, Qwen2Config
+    from transformers import Qwen2Config
 
     tokenizer, special_start = convert_tokenizer(src / TIKTOKEN_FILE)
     qwen2, flags = convert_config(v1, special_start)
@@ -259,29 +257,9 @@ def convert(src, dest, overwrite=False, progress=None):
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        shards = sorted(set(weight_map.values()))
-        new_map, total, dtypes, hashes = {}, 0, set(), {}
-        for shard in progress(shards, len(shards)) if progress else shards:
-            converted = {}
-            with safe_open(src / shard, "pt") as f:
-                for name in f.keys():
-                    converted.update(convert_tensor(name, f.get_tensor(name)))
-            check_shapes(converted, qwen2)
-            save_file(converted, tmp / shard, metadata={"format": "pt"})
-            for name, t in converted.items():
-                new_map[name] = shard
-                total += t.numel() * t.element_size()
-                dtypes.add(str(t.dtype).removeprefix("torch."))
-            del converted
-            hashes[shard] = sha256(src / shard)
-        if len(dtypes) != 1:
-            raise ConversionError(f"tensors of several dtypes ({', '.join(sorted(dtypes))})")
-        (tmp / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total},
-                                                  "weight_map": dict(sorted(new_map.items()))}, indent=2) + "\n")
-        config = Qwen2Config(**qwen2, dtype=dtypes.pop())
-        config.save_pretrained(tmp)
-        GenerationConfig(bos_token_id=special_start, eos_token_id=special_start, pad_token_id=special_start,
-                         do_sample=False).save_pretrained(tmp)
+        hashes, dtype = convert_shards(src, tmp, weight_map, qwen2, progress)
+        Qwen2Config(**qwen2, dtype=dtype).save_pretrained(tmp)
+        generation_config(src, special_start).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         for name in ("config.json", "generation_config.json", TIKTOKEN_FILE, INDEX_FILE, "model.safetensors"):
             if (src / name).is_file() and name not in hashes:
@@ -300,6 +278,44 @@ def convert(src, dest, overwrite=False, progress=None):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return provenance
+
+
+def convert_shards(src, tmp, weight_map, qwen2, progress=None):
+    """Convert the weights one source shard at a time into `tmp`; returns (sha256 per shard, dtype name)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    shards = sorted(set(weight_map.values()))
+    new_map, total, dtypes, hashes = {}, 0, set(), {}
+    for shard in progress(shards, len(shards)) if progress else shards:
+        converted = {}
+        with safe_open(src / shard, "pt") as f:
+            for name in f.keys():
+                converted.update(convert_tensor(name, f.get_tensor(name)))
+        check_shapes(converted, qwen2)
+        save_file(converted, tmp / shard, metadata={"format": "pt"})
+        for name, t in converted.items():
+            new_map[name] = shard
+            total += t.numel() * t.element_size()
+            dtypes.add(str(t.dtype).removeprefix("torch."))
+        del converted
+        hashes[shard] = sha256(src / shard)
+    if len(dtypes) != 1:
+        raise ConversionError(f"tensors of several dtypes ({', '.join(sorted(dtypes))})")
+    (tmp / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total},
+                                              "weight_map": dict(sorted(new_map.items()))}, indent=2) + "\n")
+    return hashes, dtypes.pop()
+
+
+def generation_config(src, special_start):
+    """Greedy by default; EOS is <|endoftext|>, and for chat models (v1's chat_format "chatml") also
+    <|im_end|>, where v1's chat() stops: the end of the assistant's turn."""
+    from transformers import GenerationConfig
+
+    path = src / "generation_config.json"
+    v1 = json.loads(path.read_text()) if path.is_file() else {}
+    eos = [special_start, special_start + 2] if v1.get("chat_format") == "chatml" else special_start
+    return GenerationConfig(bos_token_id=special_start, eos_token_id=eos, pad_token_id=special_start, do_sample=False)
 
 
 # --- inference ---

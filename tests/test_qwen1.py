@@ -234,6 +234,18 @@ def test_converted_config(v1, converted):
                                                          "model-00002-of-00002.safetensors"]
 
 
+def test_chat_models_also_stop_at_im_end(v1, converted, tmp_path):
+    from transformers import GenerationConfig
+
+    from pim.qwen1 import generation_config, load_tokenizer
+
+    n_ranks = v1[3]
+    assert GenerationConfig.from_pretrained(converted).eos_token_id == n_ranks  # chat_format "raw": a base model
+    (tmp_path / "generation_config.json").write_text(json.dumps({"chat_format": "chatml", "eos_token_id": n_ranks}))
+    eos = generation_config(tmp_path, n_ranks).eos_token_id
+    assert load_tokenizer(converted).convert_ids_to_tokens(eos) == ["<|endoftext|>", "<|im_end|>"]
+
+
 def test_logits_equal_v1_reference(v1, converted):
     _, config, weights, n_ranks = v1
     ids = random_ids(n_ranks, 2, SEQ_LENGTH)
