@@ -1,8 +1,9 @@
 # Added to transformers by the patches of the PiM neuron project (patches/transformers-<version>/).
 """Record MLP neuron activations while a model generates (Mu et al. 2024, arXiv 2403.09073).
 
-Sites: BLOOM the GELU output `gelu_impl(dense_h_to_4h(x))`; Qwen2/Qwen3 the SiLU of the gate alone
-`act_fn(gate_proj(x))`. Only the last position of each forward call (a "step") is measured: at prefill
+Sites: BLOOM the GELU output `gelu_impl(dense_h_to_4h(x))`; Qwen2/Qwen3/Llama/Mistral the SiLU of the
+gate alone `act_fn(gate_proj(x))`, Gemma 2/3 the GELU-tanh of the gate alone. Only the last position of
+each forward call (a "step") is measured: at prefill
 the last prompt token, then each newly generated position. Per step, sequence and layer the recorder
 counts the neurons with activation == 0 (`eq_zero`) and <= 0 (`le_zero`); per layer and neuron it
 counts the steps with activation > 0. Inside `generate`, a sequence that has emitted an EOS token is
@@ -305,22 +306,28 @@ class ActivationRecordingMixin:
         if self.activation_recorder is not None:
             raise RuntimeError("activation recording is already on; stop_activation_recording() first")
         mlps = [m for m in self.base_model.modules() if hasattr(type(m), "record_activation")]
-        if len(mlps) != self.config.num_hidden_layers:
-            raise RuntimeError(f"found {len(mlps)} patched MLPs for {self.config.num_hidden_layers} layers")
+        num_layers = self.config.get_text_config().num_hidden_layers  # a multimodal config holds the text one
+        if len(mlps) != num_layers:
+            raise RuntimeError(f"found {len(mlps)} patched MLPs for {num_layers} layers")
+        # the outermost patched models call end_step (Gemma 3's multimodal model, not its language model inside)
+        names = [n for n, m in self.named_modules() if n and hasattr(type(m), "activation_recorder")]
+        owners = [n for n in names if not any(n.startswith(f"{o}.") for o in names)]
+        if not owners:
+            raise RuntimeError(f"{type(self).__name__} has no patched model that calls the recorder")
         recorder = ActivationRecorder(len(mlps), files)
         for layer, mlp in enumerate(mlps):
             mlp.record_activation = functools.partial(recorder.record, layer)
-        self.base_model.activation_recorder = recorder
+        for name in owners:
+            self.get_submodule(name).activation_recorder = recorder
         self.activation_recorder = recorder
         return recorder
 
     def stop_activation_recording(self):
         """Stop recording and return the recorder (its statistics stay readable)."""
         recorder = self.activation_recorder
-        for m in self.base_model.modules():
+        for m in self.modules():  # self included
             m.__dict__.pop("record_activation", None)
-        self.base_model.__dict__.pop("activation_recorder", None)
-        self.__dict__.pop("activation_recorder", None)
+            m.__dict__.pop("activation_recorder", None)
         return recorder
 
     def generate(self, *args, **kwargs):
@@ -356,7 +363,7 @@ class ActivationRecordingMixin:
 def start_recording(model, files=None):
     """model.start_activation_recording(files), with a clear error for models without a recorder."""
     if not isinstance(model, ActivationRecordingMixin):
-        raise ValueError(f"{type(model).__name__} has no activation recorder. Recording works for "
-                         "BloomForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM of the patched transformers "
-                         "(`make patch`).")
+        raise ValueError(f"{type(model).__name__} has no activation recorder. Recording works for the model "
+                         "classes whose modeling file the activation-recorder patches change (`make patch`; "
+                         "transformers.activation_patch_info.PATCH_FILES lists the files).")
     return model.start_activation_recording(files)

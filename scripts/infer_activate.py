@@ -45,9 +45,13 @@ OVERWRITE = False  # redo a finished run, or replace files that are not an unfin
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from pim.activation_files import escape_newlines, ratio_lines, run_paths, unescape_newlines  # noqa: E402
-from pim.models import ALIASES, SUPPORTED_TYPES, resolve_model  # noqa: E402
+from pim.architectures import patched_types  # noqa: E402
+from pim.models import ALIASES, resolve_model  # noqa: E402
 from pim.run_writer import RunRefused, RunWriter  # noqa: E402
 from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range  # noqa: E402
+
+
+SUPPORTED_TYPES = patched_types()  # model types with a recorder in the patched transformers
 
 
 class UserError(Exception):
