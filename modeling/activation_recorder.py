@@ -3,8 +3,9 @@
 
 Sites: BLOOM the GELU output `gelu_impl(dense_h_to_4h(x))`; the gated MLPs (Qwen2/3, Llama, Mistral,
 Gemma) the activation of the gate alone `act_fn(gate_proj(x))`, before the product with `up_proj(x)`;
-architectures without a patch the output of each decoder layer's MLP activation module, by forward
-hooks (`start_activation_recording(attach="hooks")`, `start_recording`). Only the last position of each forward call (a "step") is measured: at prefill
+(SiLU; GELU-tanh for Gemma); architectures without a patch the output of each decoder layer's MLP
+activation module, by forward hooks (`start_activation_recording(attach="hooks")`, `start_recording`).
+Only the last position of each forward call (a "step") is measured: at prefill
 the last prompt token, then each newly generated position. Per step, sequence and layer the recorder
 counts the neurons with activation == 0 (`eq_zero`) and <= 0 (`le_zero`); per layer and neuron it
 counts the steps with activation > 0. Inside `generate`, a sequence that has emitted an EOS token is
@@ -325,12 +326,16 @@ class ActivationRecordingMixin:
         mlps = [m for m in self.modules() if hasattr(type(m), "record_activation")]
         if len(mlps) != num_layers:
             raise RuntimeError(f"found {len(mlps)} patched MLPs for {num_layers} layers")
+        # the outermost patched models call end_step (Gemma 3's multimodal model, not its language model inside)
+        names = [n for n, m in self.named_modules() if n and hasattr(type(m), "activation_recorder")]
+        owners = [n for n in names if not any(n.startswith(f"{o}.") for o in names)]
+        if not owners:
+            raise RuntimeError(f"{type(self).__name__} has no patched model that calls the recorder")
         recorder = ActivationRecorder(len(mlps), files)
         for layer, mlp in enumerate(mlps):
             mlp.record_activation = functools.partial(recorder.record, layer)
-        for m in self.modules():
-            if hasattr(type(m), "activation_recorder") and m is not self:
-                m.activation_recorder = recorder  # the model that calls end_step after its last layer
+        for name in owners:
+            self.get_submodule(name).activation_recorder = recorder
         self.activation_recorder = recorder
         return recorder
 
@@ -450,6 +455,9 @@ def _attach_hooks(model, recorder):
             recorder.record(layer, output)
         return hook
 
+    def on_forward_start(module, args, kwargs):  # the ids of the whole model: an inner text model may get embeddings
+        input_ids[0] = kwargs.get("input_ids", args[0] if args else None)
+
     def on_forward_end(module, args, kwargs, output):
         if fired != [1] * len(sites):
             bad = {i: n for i, n in enumerate(fired) if n != 1}
@@ -459,8 +467,10 @@ def _attach_hooks(model, recorder):
                                f"{sorted(set(bad.values()))} times in one forward call instead of once (a fused MLP "
                                "kernel, or a module used twice): hooks cannot record this architecture")
         fired[:] = [0] * len(sites)
-        recorder.end_step(kwargs.get("input_ids", args[0] if args else None))
+        recorder.end_step(input_ids[0])
 
+    input_ids = [None]
     handles = [site.register_forward_hook(on_activation(i)) for i, site in enumerate(sites)]
+    handles.append(model.register_forward_pre_hook(on_forward_start, with_kwargs=True))
     handles.append(owner.register_forward_hook(on_forward_end, with_kwargs=True))
     return handles

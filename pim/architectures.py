@@ -25,6 +25,10 @@ _CPU_SMALL = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
                   num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,
                   tie_word_embeddings=True)  # about 100M parameters
 _GEMMA = dict(hidden_activation="gelu_pytorch_tanh")
+# tiny Gemma: a sliding window shorter than the test prompts, so that both attention types matter; untied
+# embeddings (tied ones, scaled by sqrt(hidden) at the input, make a random Gemma repeat its last token)
+_TINY_GEMMA = dict(_TINY, **_GEMMA, head_dim=16, query_pre_attn_scalar=16, sliding_window=16,
+                   layer_types=["sliding_attention", "full_attention", "sliding_attention"], tie_word_embeddings=False)
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ ARCHITECTURES = [
         aliases={"mistral-7b-instruct": ("mistralai/Mistral-7B-Instruct-v0.3", TEMPLATE)}),
     Architecture(
         "gemma2", "Gemma 2", PATCH, "`act_fn(gate_proj(x))`, the GELU-tanh of the gate alone, before `* up_proj(x)`",
-        "Gemma-2", tiny=dict(_TINY, **_GEMMA, head_dim=16, query_pre_attn_scalar=16),
+        "Gemma-2", tiny=_TINY_GEMMA,
         bench={"tiny": dict(_TINY, **_GEMMA, head_dim=16, vocab_size=512, initializer_range=0.02),
                "cpu-small": dict(_CPU_SMALL, **_GEMMA, head_dim=64),
                "7b": dict(**_GEMMA, hidden_size=3584, intermediate_size=14336, num_hidden_layers=42,
@@ -107,7 +111,7 @@ ARCHITECTURES = [
     Architecture(
         "gemma3_text", "Gemma 3 (text only)", PATCH,
         "`act_fn(gate_proj(x))`, the GELU-tanh of the gate alone, before `* up_proj(x)`", "Gemma-3-1B",
-        tiny=dict(_TINY, **_GEMMA, head_dim=16, query_pre_attn_scalar=16),
+        tiny=_TINY_GEMMA,
         bench={"tiny": dict(_TINY, **_GEMMA, head_dim=16, vocab_size=512, initializer_range=0.02),
                "cpu-small": dict(_CPU_SMALL, **_GEMMA, head_dim=64),
                "7b": dict(**_GEMMA, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
@@ -118,6 +122,11 @@ ARCHITECTURES = [
         "gemma3", "Gemma 3 (text of the multimodal models)", PATCH,
         "`act_fn(gate_proj(x))` of the language model, the GELU-tanh of the gate alone", "Gemma-3-4B/12B/27B",
         activation="mlp.act_fn",
+        # a composite config: the text model's fields in text_config, a tiny SigLIP vision tower (2 x 2 patches)
+        tiny=dict(text_config=_TINY_GEMMA, initializer_range=_TINY["initializer_range"], tie_word_embeddings=False,
+                  mm_tokens_per_image=4,
+                  vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2, image_size=28, patch_size=14)),
         aliases={"gemma-3-12b-it": ("google/gemma-3-12b-it", TEMPLATE),
                  "gemma-3-27b-it": ("google/gemma-3-27b-it", TEMPLATE)}),
     Architecture(

@@ -38,7 +38,7 @@ def train_tokenizer(texts, vocab_size=600):
 def build_tiny_model(arch, folder, texts, seed=0, **overrides):
     """Write a random-init `arch` model and its tokenizer to `folder`; return the folder."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM
 
     if arch not in TINY_CONFIGS:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {sorted(TINY_CONFIGS)}")
@@ -46,9 +46,12 @@ def build_tiny_model(arch, folder, texts, seed=0, **overrides):
     params = {**TINY_CONFIGS[arch], **overrides}
     ids = {name: tokenizer.convert_tokens_to_ids(tokenizer.special_tokens_map[name])
            for name in ("bos_token", "eos_token", "pad_token")}
-    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer),
-                                  bos_token_id=ids["bos_token"], eos_token_id=ids["eos_token"],
-                                  pad_token_id=ids["pad_token"], tie_word_embeddings=True, **params)
+    tokens = dict(vocab_size=len(tokenizer), bos_token_id=ids["bos_token"], eos_token_id=ids["eos_token"],
+                  pad_token_id=ids["pad_token"])
+    if "text_config" in CONFIG_MAPPING[arch].sub_configs:  # a composite config: the token fields are the text model's
+        params["text_config"] = {**params.get("text_config", {}), **tokens}
+        tokens = {}
+    config = AutoConfig.for_model(arch, **{"tie_word_embeddings": True, **tokens, **params})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plant_exact_zeros(model, arch)

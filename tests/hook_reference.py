@@ -9,12 +9,29 @@ import torch
 from pim.architectures import by_type
 
 
+def decoder_layers(model, site):
+    """The decoder layers: the one ModuleList of num_hidden_layers modules that each hold `site`
+    (model.transformer.h for BLOOM, model.model.layers, model.model.language_model.layers for Gemma 3)."""
+    num_layers = model.config.get_text_config().num_hidden_layers
+    found = [(name, mods) for name, mods in model.named_modules() if isinstance(mods, torch.nn.ModuleList)
+             and len(mods) == num_layers and all(_has(layer, site) for layer in mods)]
+    assert len(found) == 1, f"{len(found)} lists of {num_layers} decoder layers hold {site}: {[n for n, _ in found]}"
+    return found[0][1]
+
+
+def _has(module, path):
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
 def activation_modules(model):
-    """The module whose output is the measured site, one per layer (pim/architectures.py's `activation`)."""
-    base = model.base_model
-    base = getattr(base, "language_model", base)  # multimodal models: their text model
-    layers = base.h if hasattr(base, "h") else base.layers
-    mods = [layer.get_submodule(by_type(model.config.model_type).activation) for layer in layers]
+    """The module whose output is the measured site, one per layer (the `activation` path of the registry)."""
+    arch = by_type(model.config.model_type)
+    site = arch.activation if arch else "mlp.act_fn"
+    mods = [layer.get_submodule(site) for layer in decoder_layers(model, site)]
     assert len({id(m) for m in mods}) == len(mods), "activation modules are shared between layers"
     return mods
 
