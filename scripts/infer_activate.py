@@ -53,8 +53,6 @@ from pim.run_writer import RunRefused, RunWriter  # noqa: E402
 from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range  # noqa: E402
 
 
-
-
 class UserError(Exception):
     """Something the user can fix; printed without a traceback."""
 
