@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pim.activation_files import index_line, run_paths, write_atomic
+from pim.activation_files import index_line, write_atomic
+from pim.runs import run_paths
 
 
 class RunRefused(RuntimeError):

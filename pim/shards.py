@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pim.activation_files import index_line, read_index, run_paths, write_atomic
+from pim.activation_files import index_line, read_index, write_atomic
+from pim.runs import run_paths
 from pim.run_writer import RunRefused, now
 
 
