@@ -56,24 +56,20 @@ def build_parser():
     return p
 
 
-def parse_args(argv):
-    return build_parser().parse_args(argv)
-
-
+@cli.user_errors("compare_conditions.py")
 def main(argv=None):
-    args = parse_args(argv)
-    with cli.user_errors("compare_conditions.py"):
-        if len(args.files) < 2:
-            raise cli.UserError("give at least two conditions to compare (--files A B ...)")
-        found = {r.file: r for r in cli.finished_runs(args.results_dir, args.files, [args.model])}
-        runs = [found[f] for f in dict.fromkeys(args.files)]
-        name = args.name or default_name(runs)
-        written, (header, rows) = report(runs, load(runs, progress), name, args.out_dir or f"{args.results_dir}/tables",
-                                         args.figures_dir or f"{args.results_dir}/figures", args.select_proportion,
-                                         tuple(args.top), args.heatmaps)
-        print(text_table(header, rows, left=2))
-        for path in written:
-            print(f"wrote {path}")
+    args = build_parser().parse_args(argv)
+    if len(args.files) < 2:
+        raise cli.UserError("give at least two conditions to compare (--files A B ...)")
+    found = {r.file: r for r in cli.finished_runs(args.results_dir, args.files, [args.model])}
+    runs = [found[f] for f in dict.fromkeys(args.files)]
+    name = args.name or default_name(runs)
+    written, (header, rows) = report(runs, load(runs, progress), name, args.out_dir or f"{args.results_dir}/tables",
+                                     args.figures_dir or f"{args.results_dir}/figures", args.select_proportion,
+                                     tuple(args.top), args.heatmaps)
+    print(text_table(header, rows, left=2))
+    for path in written:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

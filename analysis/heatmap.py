@@ -42,20 +42,16 @@ def build_parser():
     return p
 
 
-def parse_args(argv):
-    return build_parser().parse_args(argv)
-
-
+@cli.user_errors("heatmap.py")
 def main(argv=None):
-    args = parse_args(argv)
-    with cli.user_errors("heatmap.py"):
-        paths = cli.expand(args.files, "index")
-        for path in tqdm(paths, desc="heatmaps", unit="file", disable=len(paths) < 2):
-            run = run_of(path, "index")
-            name = run.out_name("heatmap") if run.model else f"{run.file}-heatmap"
-            out = draw(read_index(path), f"{args.out_dir}/{name}.png", title_of(run), args.width, args.height,
-                       args.dpi, args.cmap, args.log, args.agg, args.from_zero)
-            tqdm.write(f"wrote {out}")
+    args = build_parser().parse_args(argv)
+    paths = cli.expand(args.files, "index")
+    for path in tqdm(paths, desc="heatmaps", unit="file", disable=len(paths) < 2):
+        run = run_of(path, "index")
+        name = run.out_name("heatmap") if run.model else f"{run.file}-heatmap"
+        out = draw(read_index(path), f"{args.out_dir}/{name}.png", title_of(run), args.width, args.height,
+                   args.dpi, args.cmap, args.log, args.agg, args.from_zero)
+        tqdm.write(f"wrote {out}")
 
 
 if __name__ == "__main__":

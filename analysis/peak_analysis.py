@@ -37,24 +37,20 @@ def build_parser():
     return p
 
 
-def parse_args(argv):
-    return build_parser().parse_args(argv)
-
-
+@cli.user_errors("peak_analysis.py")
 def main(argv=None):
-    args = parse_args(argv)
-    with cli.user_errors("peak_analysis.py"):
-        paths = cli.expand(args.files, "index")
-        runs = [run_of(p, "index") for p in paths]
-        results = [peaks(read_index(p), args.select_proportion)
-                   for p in tqdm(paths, desc="reading index files", unit="file", disable=len(paths) < 2)]
-        print("\n".join(summary_lines(results, labels(runs))))
-        name = args.name or (runs[0].out_name("peak") if runs[0].model else f"{runs[0].file}-peak")
-        if not args.name and len(paths) > 1:
-            name += f"-and-{len(paths) - 1}-more"
-        out = draw(results, labels(runs), f"{args.out_dir}/{name}.png", args.select_proportion, None, args.width,
-                   args.height, args.dpi)
-        print(f"wrote {out}")
+    args = build_parser().parse_args(argv)
+    paths = cli.expand(args.files, "index")
+    runs = [run_of(p, "index") for p in paths]
+    results = [peaks(read_index(p), args.select_proportion)
+               for p in tqdm(paths, desc="reading index files", unit="file", disable=len(paths) < 2)]
+    print("\n".join(summary_lines(results, labels(runs))))
+    name = args.name or (runs[0].out_name("peak") if runs[0].model else f"{runs[0].file}-peak")
+    if not args.name and len(paths) > 1:
+        name += f"-and-{len(paths) - 1}-more"
+    out = draw(results, labels(runs), f"{args.out_dir}/{name}.png", args.select_proportion, None, args.width,
+               args.height, args.dpi)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -107,22 +107,18 @@ def build_parser():
     return p
 
 
-def parse_args(argv):
-    return build_parser().parse_args(argv)
-
-
+@cli.user_errors("plot_all.py")
 def main(argv=None):
-    args = parse_args(argv)
-    with cli.user_errors("plot_all.py"):
-        written, summaries, errors = plot_all(args.results_dir, args.files, args.models, args.select_proportion,
-                                              tuple(args.top))
-        for name, (header, rows) in summaries.items():
-            print(f"\n{name}:\n" + text_table(header, rows, left=2))
-        print(f"wrote {len(written)} files under {args.results_dir}/figures and {args.results_dir}/tables")
-        for name in summaries:
-            print(f"  comparison: {args.results_dir}/tables/{name}.md")
-        if errors:
-            raise cli.UserError(f"{len(errors)} could not be drawn:\n  " + "\n  ".join(errors))
+    args = build_parser().parse_args(argv)
+    written, summaries, errors = plot_all(args.results_dir, args.files, args.models, args.select_proportion,
+                                          tuple(args.top))
+    for name, (header, rows) in summaries.items():
+        print(f"\n{name}:\n" + text_table(header, rows, left=2))
+    print(f"wrote {len(written)} files under {args.results_dir}/figures and {args.results_dir}/tables")
+    for name in summaries:
+        print(f"  comparison: {args.results_dir}/tables/{name}.md")
+    if errors:
+        raise cli.UserError(f"{len(errors)} could not be drawn:\n  " + "\n  ".join(errors))
 
 
 if __name__ == "__main__":

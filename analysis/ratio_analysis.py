@@ -43,18 +43,14 @@ def build_parser():
     return p
 
 
-def parse_args(argv):
-    return build_parser().parse_args(argv)
-
-
+@cli.user_errors("ratio_analysis.py")
 def main(argv=None):
-    args = parse_args(argv)
-    with cli.user_errors("ratio_analysis.py"):
-        paths = cli.expand(args.files, "ratio")
-        labels = run_labels([run_of(p, "ratio") for p in paths])
-        summaries = [summarize(p) for p in tqdm(paths, desc="reading ratio files", unit="file", disable=len(paths) < 2)]
-        for path in write_tables(summaries, labels, paths, args.out_dir, args.name or default_name(paths), args.quiet):
-            print(f"wrote {path}")
+    args = build_parser().parse_args(argv)
+    paths = cli.expand(args.files, "ratio")
+    labels = run_labels([run_of(p, "ratio") for p in paths])
+    summaries = [summarize(p) for p in tqdm(paths, desc="reading ratio files", unit="file", disable=len(paths) < 2)]
+    for path in write_tables(summaries, labels, paths, args.out_dir, args.name or default_name(paths), args.quiet):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pim.activation_files import write_atomic
 from pim.conditions import parse_condition
 
 KINDS = {"result": "txt", "ratio": "jsonl", "index": "jsonl", "manifest": "json", "progress": "npz"}
@@ -54,6 +55,11 @@ def split_name(name, kind, results_dir=None):
         return (*evidence, parse_condition(file) is not None)
 
     return max(reversed(candidates), key=score)  # max keeps the first best: the last place on ties
+
+
+def write_manifest(path, manifest):
+    """Write a manifest (JSON, indented, UTF-8) atomically."""
+    write_atomic(path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_manifest(path):

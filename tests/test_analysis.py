@@ -273,7 +273,7 @@ def test_help_explains_every_flag(module, flags, capsys):
     for flag, action in actions.items():
         assert len(action.help or "") > 15, f"{flag} has no help"
     with pytest.raises(SystemExit) as e:
-        module.parse_args(["--help"])
+        module.build_parser().parse_args(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert all(flag in out for flag in flags) and "python analysis/" in out  # the flags and the examples
