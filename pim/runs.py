@@ -14,7 +14,9 @@ of preference: the one the run's manifest names (its "file" and "model" fields);
 partner file exists (the ratio file of an index file, the index file of any other); then one whose
 FILE is a condition name (pim/conditions.py); and among equals the LAST place, so that MODEL holds
 no further `-<kind>-` (a user's FILE name is likelier to contain "-index-" than a model name is).
-Without a folder to look in only the last two preferences apply.
+Without a folder to look in only the last two preferences apply. Before that, a candidate whose MODEL
+holds the marker of another kind with the same extension is dropped unless its manifest names it:
+notes-index-x-ratio-m.jsonl is the ratio file of (notes-index-x, m), not an index file of (notes, x-ratio-m).
 """
 import json
 from dataclasses import dataclass
@@ -41,18 +43,24 @@ def split_name(name, kind, results_dir=None):
     stem = name[:-len(ext)] if name.endswith(ext) else name
     starts = [i for i in range(len(stem)) if stem.startswith(infix, i) and 0 < i < len(stem) - len(infix)]
     candidates = [(stem[:i], stem[i + len(infix):]) for i in starts]
+    others = [f"-{k}-" for k, e in EXTENSIONS.items() if e == EXTENSIONS[kind] and k != kind]
+
+    def said(candidate):  # the run's manifest names this split
+        if results_dir is None:
+            return False
+        manifest = read_manifest(run_paths(results_dir, *candidate)["manifest"]) or {}
+        return (manifest.get("file"), manifest.get("model")) == candidate
+
+    # a MODEL holding the marker of another kind of the same extension (notes-index-x-ratio-m.jsonl as an
+    # index file) is that other kind's file, unless the manifest says otherwise
+    candidates = [c for c in candidates if not any(o in c[1] for o in others) or said(c)]
     if len(candidates) <= 1:
         return candidates[-1] if candidates else None
     partner = "ratio" if kind == "index" else "index"
 
     def score(candidate):
-        file, model = candidate
-        evidence = (False, False)
-        if results_dir is not None:
-            said = read_manifest(run_paths(results_dir, file, model)["manifest"]) or {}
-            evidence = ((said.get("file"), said.get("model")) == candidate,
-                        run_paths(results_dir, file, model)[partner].is_file())
-        return (*evidence, parse_condition(file) is not None)
+        has_partner = results_dir is not None and run_paths(results_dir, *candidate)[partner].is_file()
+        return (said(candidate), has_partner, parse_condition(candidate[0]) is not None)
 
     return max(reversed(candidates), key=score)  # max keeps the first best: the last place on ties
 

@@ -46,6 +46,20 @@ def test_result_names_prefer_a_condition_and_find_runs_reads_them(tmp_path):
     assert [(r.file, r.model) for r in find_runs(tmp_path, "index")] == [("a-index-b", "m")]
 
 
+def test_a_marker_of_another_kind_in_model_makes_it_that_kind(tmp_path):
+    name = "notes-index-x-ratio-m.jsonl"
+    assert split_name(name, "ratio") == ("notes-index-x", "m")
+    assert split_name(name, "index") is None  # not an index file of (notes, x-ratio-m)...
+    run_paths(tmp_path, "notes", "x-ratio-m")["manifest"].write_text(json.dumps({"file": "notes", "model": "x-ratio-m"}))
+    assert split_name(name, "index", tmp_path) == ("notes", "x-ratio-m")  # ...unless its manifest says so
+    results = tmp_path / "results"  # no manifests: make plots finds the one run, with both its files
+    results.mkdir()
+    run_paths(results, "notes-index-x", "m")["index"].write_text('{"0": [1]}\n')
+    (results / name).write_text('{"0": [0.5, 0.5]}\n')
+    runs = find_runs(results, "index")
+    assert [(r.file, r.model, r.ratio.name) for r in runs] == [("notes-index-x", "m", name)]
+
+
 def test_names_outside_the_grammar(tmp_path):
     assert split_name("nothing.jsonl", "index") is None
     assert split_name("-index-m.jsonl", "index") is None  # no FILE
