@@ -15,7 +15,7 @@ SRC_FLAG := $(if $(TRANSFORMERS_SRC),--src $(TRANSFORMERS_SRC))
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
-.PHONY: help venv patch modeling patches test clean demo demo-models infer plots data eval bench convert-qwen1
+.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench convert-qwen1
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ patch: $(SETUP) ## fetch the pinned transformers source, apply patches/, install
 modeling: $(SETUP) ## regenerate modeling/ (drop-in patched files) from patches/
 	$(PY) scripts/patch_transformers.py modeling $(SRC_FLAG)
 
-patches: $(SETUP) ## developers: rewrite patches/ from edited modeling/ files
+rediff: $(SETUP) ## developers: rewrite the diffs in patches/ from edited modeling/ files
 	$(PY) scripts/patch_transformers.py diff $(SRC_FLAG)
 
 # --- inference and demo (scripts/infer_activate.py) ---

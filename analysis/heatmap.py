@@ -4,132 +4,54 @@ Layers on the y axis (layer 0 at the bottom), neurons on the x axis, colour = ac
 number of counted steps in which the neuron's activation was > 0; the paper's HeatMap_anasisly.py).
 A layer has far more neurons than the image has pixels (BLOOM-176B: 57,344), so adjacent neurons are
 binned to the plot's width in pixels and each column shows the mean count of its bin (or the
-largest: --agg max); the caption says how many neurons a bin holds. Written headless as PNG.
+largest: --agg max); the caption says how many neurons a bin holds. The colour scale is the paper's,
+linear from the smallest count shown to the largest; --from-zero starts it at 0, --log makes it
+logarithmic. Written headless as PNG (the drawing: pim/heatmap.py).
 
     python analysis/heatmap.py --files results/wmt22-deu2eng-index-bloom-7b1.jsonl
     python analysis/heatmap.py --files 'results/*-index-bloom-7b1.jsonl' --log
 """
-import matplotlib
-import numpy as np
-from matplotlib import colors
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 from tqdm import tqdm
 
-import common
+from pim import cli
 from pim.activation_files import read_index
-from pim.neuron_stats import binned_means
+from pim.heatmap import AGG, CMAP, DPI, FROM_ZERO, HEIGHT, LOG, WIDTH, draw, plot_width, title_of
+from pim.runs import run_of
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 FILES = ["results/*-index-*.jsonl"]  # index files or glob patterns; one figure each
 OUT_DIR = "results/figures"  # where <FILE>-heatmap-<MODEL>.png goes
-WIDTH, HEIGHT = 1600, 900  # image size in pixels; neurons are binned to the plot's width in pixels
-DPI = 100  # pixels per inch: sets the size of the text relative to the image
-CMAP = "hot"  # colour map (the paper's); any matplotlib name, e.g. viridis
-LOG = False  # False: linear colour scale from 0 (the paper's); True: logarithmic
-AGG = "mean"  # a column's colour: the mean count of its neurons, or "max" (shows single hot neurons)
+# the image's size, colour map and scale: the defaults of pim/heatmap.py
 # -----------------------------------------------------------------------------
-
-THOUSANDS = StrMethodFormatter("{x:,.0f}")
-# the layout, in pixels: margins around the plot, and the colour bar to its right
-LEFT, RIGHT, TOP, BOTTOM, BAR, GAP = 80, 140, 80, 100, 20, 20
-
-
-def plot_width(width_px):
-    """Width of the plot area in pixels: the number of bins of neurons."""
-    return width_px - LEFT - RIGHT - BAR - GAP
-
-
-def draw(counts, out, title, width_px=WIDTH, height_px=HEIGHT, dpi=DPI, cmap=CMAP, log=LOG, agg=AGG):
-    """Draw counts [layers, width] to the PNG `out` of exactly width_px x height_px pixels."""
-    layers, width = counts.shape
-    if width == 0 or layers == 0:
-        raise common.UserError(f"{title}: the index file holds no neurons")
-    plot_px = plot_width(width_px)
-    if plot_px < 50 or height_px - TOP - BOTTOM < 50:
-        raise common.UserError(f"an image of {width_px} x {height_px} pixels leaves no room for the plot")
-    means, smallest, largest = binned_means(counts, plot_px, agg)
-    bins = means.shape[1]
-    if largest == 1:
-        binning = "Each column is one neuron."
-    else:
-        size = f"{smallest}" if smallest == largest else f"{smallest} to {largest}"
-        binning = (f"Each column is the {'mean' if agg == 'mean' else 'largest'} count of {size} adjacent neurons "
-                   f"({width:,} neurons in {bins:,} columns).")
-
-    fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
-    w, h = width_px, height_px
-    ax = fig.add_axes((LEFT / w, BOTTOM / h, plot_px / w, (h - TOP - BOTTOM) / h))
-    bar = fig.add_axes(((LEFT + plot_px + GAP) / w, BOTTOM / h, BAR / w, (h - TOP - BOTTOM) / h))
-    colour_map = matplotlib_cmap(cmap)
-    if log:
-        positive = means[means > 0]
-        norm = colors.LogNorm(vmin=positive.min() if positive.size else 1, vmax=max(positive.max(initial=1), 1))
-        shown = np.ma.masked_less_equal(means, 0)  # zero: drawn in the colour of the lowest value
-        colour_map = colour_map.with_extremes(bad=colour_map(0.0))
-    else:
-        norm = colors.Normalize(vmin=0, vmax=max(float(means.max()), 1e-12))
-        shown = means
-    image = ax.imshow(shown, cmap=colour_map, norm=norm, origin="lower", aspect="auto", interpolation="nearest",
-                      extent=(0, width, -0.5, layers - 0.5))
-    ax.set_xlabel("neuron")
-    ax.set_ylabel("layer")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
-    ax.xaxis.set_major_formatter(THOUSANDS)
-    colorbar = fig.colorbar(image, cax=bar)
-    if not log:
-        colorbar.formatter = THOUSANDS
-    of = "" if largest == 1 else f"; {'mean' if agg == 'mean' else 'largest'} of a column's neurons"
-    colorbar.set_label("times activated (> 0)" + of + (", log scale" if log else ""))
-    fig.text(0.5, 1 - 28 / h, title, ha="center", va="center", fontsize=13)
-    fig.text(0.5, 1 - 56 / h, f"{layers} layers x {width:,} neurons: how many counted steps each neuron's "
-             f"activation was > 0", ha="center", va="center", fontsize=10)
-    fig.text(LEFT / w, 22 / h, binning + " Layer 0 at the bottom.", ha="left", va="center", fontsize=10)
-    return common.save_figure(fig, out, dpi)
-
-
-def matplotlib_cmap(name):
-    try:
-        return matplotlib.colormaps[name]
-    except KeyError:
-        raise common.UserError(f"no colour map {name!r}; try hot, viridis, magma, inferno") from None
-
-
-def title_of(run, label=None):
-    label = label or (run.condition.label if run.condition else None)
-    where = f"{run.file} · {run.model}" if run.model else run.file
-    return f"{label}: {where}" if label and label != run.file else where
 
 
 def build_parser():
-    p = common.argument_parser(__doc__)
+    p = cli.argument_parser(__doc__)
     p.add_argument("--files", nargs="+", default=FILES, metavar="PATH",
                    help=f"index files or glob patterns, one figure each (default: {' '.join(FILES)})")
     p.add_argument("--out-dir", default=OUT_DIR, help=f"folder for <FILE>-heatmap-<MODEL>.png (default {OUT_DIR})")
-    common.add_image_flags(p, WIDTH, HEIGHT, DPI, f"; the neurons of a layer are binned into at most the plot's "
-                           f"width in pixels ({WIDTH - plot_width(WIDTH)} less)")
+    cli.add_image_flags(p, WIDTH, HEIGHT, DPI, f"; the neurons of a layer are binned into at most the plot's "
+                        f"width in pixels ({WIDTH - plot_width(WIDTH)} less)")
     p.add_argument("--cmap", default=CMAP, help=f"matplotlib colour map (default {CMAP}, as the paper)")
-    p.add_argument("--log", action="store_true", default=LOG, help="logarithmic colour scale (default: linear from 0)")
+    p.add_argument("--log", action="store_true", default=LOG, help="logarithmic colour scale (default: linear from "
+                   "the smallest count shown to the largest, as the paper)")
+    p.add_argument("--from-zero", action="store_true", default=FROM_ZERO,
+                   help="linear colour scale from 0 to the largest count (default: from the smallest count)")
     p.add_argument("--agg", choices=("mean", "max"), default=AGG, help="a column's colour: the mean count of its "
                    f"neurons, or the largest, which shows single hot neurons (default {AGG})")
     return p
 
 
-def parse_args(argv):
-    return build_parser().parse_args(argv)
-
-
+@cli.user_errors("heatmap.py")
 def main(argv=None):
-    args = parse_args(argv)
-    with common.user_errors("heatmap.py"):
-        paths = common.expand(args.files, "index")
-        for path in tqdm(paths, desc="heatmaps", unit="file", disable=len(paths) < 2):
-            run = common.run_of(path, "index")
-            name = run.out_name("heatmap") if run.model else f"{run.file}-heatmap"
-            out = draw(read_index(path), f"{args.out_dir}/{name}.png", title_of(run), args.width, args.height,
-                       args.dpi, args.cmap, args.log, args.agg)
-            tqdm.write(f"wrote {out}")
+    args = build_parser().parse_args(argv)
+    paths = cli.expand(args.files, "index")
+    for path in tqdm(paths, desc="heatmaps", unit="file", disable=len(paths) < 2):
+        run = run_of(path, "index")
+        name = run.out_name("heatmap") if run.model else f"{run.file}-heatmap"
+        out = draw(read_index(path), f"{args.out_dir}/{name}.png", title_of(run), args.width, args.height,
+                   args.dpi, args.cmap, args.log, args.agg, args.from_zero)
+        tqdm.write(f"wrote {out}")
 
 
 if __name__ == "__main__":

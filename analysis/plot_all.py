@@ -15,12 +15,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import common
-import compare_conditions
-import heatmap
-import peak_analysis
-import ratio_analysis
+from pim import cli
 from pim.activation_files import FormatError
+from pim.comparison import report
+from pim.heatmap import draw as draw_heatmap
+from pim.heatmap import title_of
+from pim.neuron_stats import load
+from pim.peaks import draw as draw_peaks
+from pim.peaks import peaks
+from pim.ratio_table import write_tables
+from pim.runs import comparison_groups, find_runs, labels
+from pim.tables import percent, text_table
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 RESULTS_DIR = "results"  # where the runs are; figures/ and tables/ are written inside it
@@ -36,16 +41,15 @@ def plot_all(results_dir, files=(), models=(), proportion=SELECT_PROPORTION, top
     went wrong (a run or comparison that fails is skipped, the others are still drawn)."""
     results = Path(results_dir)
     if not results.is_dir():
-        raise common.UserError(f"{results}/ does not exist: run `make infer` (or `make demo`) first")
-    runs = common.find_runs(results, files, models)
+        raise cli.UserError(f"{results}/ does not exist: run `make infer` (or `make demo`) first")
+    runs = cli.finished_runs(results, files, models)
     if not runs:
-        raise common.UserError(f"no finished runs in {results}/ (no <FILE>-index-<MODEL>.jsonl): "
+        raise cli.UserError(f"no finished runs in {results}/ (no <FILE>-index-<MODEL>.jsonl): "
                                "run `make infer` (or `make demo`) first")
-    for path in sorted(results.glob(f"*{common.RATIO_INFIX}*.jsonl")):
-        run = common.run_of(path, "ratio")
-        if run.index is None and (not files or run.file in files) and (not models or run.model in models):
-            tqdm.write(f"skipped {path.name}: no index file yet (the run is not finished)")
-    groups = common.comparison_groups(runs, together=bool(files))
+    for run in find_runs(results, "ratio", files, models):
+        if run.index is None:
+            tqdm.write(f"skipped {run.ratio.name}: no index file yet (the run is not finished)")
+    groups = comparison_groups(runs, together=bool(files))
     grouped = {id(r) for members in groups.values() for r in members}
     units = [(key, members) for key, members in groups.items()] + [(None, [r]) for r in runs if id(r) not in grouped]
     figures, tables = results / "figures", results / "tables"
@@ -56,72 +60,65 @@ def plot_all(results_dir, files=(), models=(), proportion=SELECT_PROPORTION, top
             for run in members:
                 bar.set_postfix_str(f"{run.file} · {run.model}")
                 try:
-                    data.append(compare_conditions.load([run])[0])
+                    data.append(load([run])[0])
                     written += draw_run(run, data[-1], figures, tables, proportion)
-                except (common.UserError, FormatError) as e:
+                except (cli.UserError, FormatError) as e:
                     errors.append(f"{run.file} · {run.model}: {e}")
                 bar.update()
             if key is None or len(data) < len(members):
                 continue
             name = f"compare-{key[0]}-{key[1]}"
             try:
-                paths, summaries[name] = compare_conditions.report(members, data, name, tables, figures, proportion,
-                                                                   top, heatmaps=False)
-            except common.UserError as e:
+                paths, summaries[name] = report(members, data, name, tables, figures, proportion, top, heatmaps=False)
+            except cli.UserError as e:
                 errors.append(f"{name}: {e}")
                 continue
             written += paths
             if all(s is not None for _, s in data):
-                written += ratio_analysis.write_tables([s for _, s in data], common.labels(members),
-                                                       [r.ratio for r in members], tables, f"{name}-ratio", True)
+                written += write_tables([s for _, s in data], labels(members), [r.ratio for r in members], tables,
+                                      f"{name}-ratio", True)
     return written, summaries, errors
 
 
 def draw_run(run, data, figures, tables, proportion):
     counts, summary = data
-    label = common.labels([run])[0]
-    written = [heatmap.draw(counts, figures / f"{run.out_name('heatmap')}.png", heatmap.title_of(run, label)),
-               peak_analysis.draw([peak_analysis.peaks(counts, proportion)], [label],
-                                  figures / f"{run.out_name('peak')}.png", proportion,
-                                  f"The top {common.percent(proportion)} of neurons by activation count · "
-                                  f"{run.file} · {run.model}")]
+    label = labels([run])[0]
+    written = [draw_heatmap(counts, figures / f"{run.out_name('heatmap')}.png", title_of(run, label)),
+               draw_peaks([peaks(counts, proportion)], [label], figures / f"{run.out_name('peak')}.png", proportion,
+                          f"The top {percent(proportion)} of neurons by activation count · {run.file} · {run.model}")]
     if summary is not None:
-        written += ratio_analysis.write_tables([summary], [label], [run.ratio], tables, run.out_name("ratio"), True)
+        written += write_tables([summary], [label], [run.ratio], tables, run.out_name("ratio"), True)
     return written
 
 
 def build_parser():
-    p = common.argument_parser(__doc__)
+    p = cli.argument_parser(__doc__)
     p.add_argument("--results-dir", default=RESULTS_DIR, help=f"folder of the runs; figures/ and tables/ go inside "
                    f"(default {RESULTS_DIR})")
     p.add_argument("--files", nargs="+", default=FILES, metavar="FILE",
                    help="only these FILE names (prompt files, as `make infer FILE=`), compared with each other per "
                         "model in this order, the first the reference (default: every run, compared per test set)")
     p.add_argument("--models", nargs="+", default=MODELS, metavar="MODEL", help="only these models (default: all)")
-    p.add_argument("--select-proportion", type=common.proportion, default=SELECT_PROPORTION, metavar="P",
+    p.add_argument("--select-proportion", type=cli.proportion, default=SELECT_PROPORTION, metavar="P",
                    help=f"the peak plots keep the top P of neurons, 0 < P <= 1 (default {SELECT_PROPORTION})")
-    p.add_argument("--top", type=common.proportion, nargs="+", default=list(TOP), metavar="P",
+    p.add_argument("--top", type=cli.proportion, nargs="+", default=list(TOP), metavar="P",
                    help=f"the comparisons' concentration and overlap on the top P of neurons "
                         f"(default {' '.join(map(str, TOP))})")
     return p
 
 
-def parse_args(argv):
-    return build_parser().parse_args(argv)
-
-
+@cli.user_errors("plot_all.py")
 def main(argv=None):
-    args = parse_args(argv)
-    with common.user_errors("plot_all.py"):
-        written, summaries, errors = plot_all(args.results_dir, args.files, args.models, args.select_proportion,
-                                              tuple(args.top))
-        for name, (header, rows) in summaries.items():
-            print(f"\n{name}:\n" + common.text_table(header, [[c.strip("`") for c in row] for row in rows], left=2))
-        print(f"wrote {len(written)} files under {args.results_dir}/figures and {args.results_dir}/tables")
-        for name in summaries:
-            print(f"  comparison: {args.results_dir}/tables/{name}.md")
-        if errors:
-            raise common.UserError(f"{len(errors)} could not be drawn:\n  " + "\n  ".join(errors))
+    args = build_parser().parse_args(argv)
+    written, summaries, errors = plot_all(args.results_dir, args.files, args.models, args.select_proportion,
+                                          tuple(args.top))
+    for name, (header, rows) in summaries.items():
+        print(f"\n{name}:\n" + text_table(header, rows, left=2))
+    print(f"wrote {len(written)} files under {args.results_dir}/figures and {args.results_dir}/tables")
+    for name in summaries:
+        print(f"  comparison: {args.results_dir}/tables/{name}.md")
+    if errors:
+        raise cli.UserError(f"{len(errors)} could not be drawn:\n  " + "\n  ".join(errors))
 
 
 if __name__ == "__main__":

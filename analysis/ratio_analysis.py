@@ -10,13 +10,13 @@ The table is printed and written as CSV (full precision) and Markdown (4 decimal
     python analysis/ratio_analysis.py --files results/wmt22-deu2eng-ratio-bloom-7b1.jsonl \\
         results/wmt22-GPT4-deu_spa_rus_fra2eng-ratio-bloom-7b1.jsonl --name de-en-bloom
 """
-from dataclasses import dataclass
-
 from tqdm import tqdm
 
-import common
-from pim.activation_files import read_ratio
-from pim.neuron_stats import layer_means
+from pim import cli
+from pim.neuron_stats import summarize
+from pim.ratio_table import write_tables
+from pim.runs import labels as run_labels
+from pim.runs import run_of
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 FILES = ["results/*-ratio-*.jsonl"]  # ratio files or glob patterns; several: compared with the first
@@ -25,76 +25,6 @@ NAME = None  # output name; None: the first file's name (<FILE>-ratio-<MODEL>), 
 QUIET = False  # True: do not print the table
 # -----------------------------------------------------------------------------
 
-METRICS = ("eq_zero", "lt_zero", "le_zero")
-
-
-@dataclass
-class Summary:
-    means: dict  # {"eq_zero"|"lt_zero"|"le_zero": float64 [layers]}: per-layer means over the steps
-    steps: int  # counted steps (rows of the file)
-
-    @property
-    def layers(self):
-        return len(self.means["le_zero"])
-
-    def overall(self, metric):
-        """The mean over layers of a per-layer mean (the paper's "all layer" value)."""
-        return float(self.means[metric].mean())
-
-
-def summarize(path):
-    """The Summary of one ratio file (the rows themselves are not kept)."""
-    ratios = read_ratio(path)
-    return Summary(layer_means(ratios), len(ratios))
-
-
-def table(summaries, labels):
-    """(header, rows) of the ratio table: a row per layer and a last row "mean"; cells are floats,
-    None where a file has fewer layers. Column groups: per file eq/lt/le_zero, then Δ from the first."""
-    header = ["layer"]
-    for i, label in enumerate(labels):
-        header += [f"{label} {m}" for m in METRICS] + ([f"{label} Δ{m}" for m in METRICS] if i else [])
-    first = summaries[0]
-    rows = []
-    for layer in range(max(s.layers for s in summaries)):
-        row = [str(layer)]
-        for i, s in enumerate(summaries):
-            values = [float(s.means[m][layer]) if layer < s.layers else None for m in METRICS]
-            row += values
-            if i:
-                base = [float(first.means[m][layer]) if layer < first.layers else None for m in METRICS]
-                row += [None if v is None or b is None else v - b for v, b in zip(values, base)]
-        rows.append(row)
-    mean = ["mean"]
-    for i, s in enumerate(summaries):
-        mean += [s.overall(m) for m in METRICS]
-        if i:
-            mean += [s.overall(m) - first.overall(m) for m in METRICS]
-    return header, rows + [mean]
-
-
-def formatted(header, rows):
-    """The rows as strings: 4 decimals, a sign on differences, '–' where missing."""
-    return [[row[0]] + [common.fmt(v, signed="Δ" in h) for h, v in zip(header[1:], row[1:])] for row in rows]
-
-
-def write_tables(summaries, labels, paths, out_dir, name, quiet=False):
-    """Print the table and write <out_dir>/<name>.csv and .md; returns the paths written."""
-    header, rows = table(summaries, labels)
-    shown = formatted(header, rows)
-    legend = [[label, str(path), f"{s.steps:,}", str(s.layers)] for label, path, s in zip(labels, paths, summaries)]
-    legend_header = ["run", "ratio file", "counted steps", "layers"]
-    what = ("Per layer, the mean over all counted steps of the share of neurons whose activation is == 0 "
-            "(eq_zero), < 0 (lt_zero) and <= 0 (le_zero: suppressed); the last row is the mean over layers.")
-    if len(summaries) > 1:
-        what += f" Δ: the difference from {labels[0]}."
-    if not quiet:
-        print(common.text_table(legend_header, legend, left=2) + "\n" + common.text_table(header, shown))
-    md = (f"# Ratio analysis: {name}\n\n{what}\n\n" + common.markdown_table(legend_header, legend, ["l", "l", "r", "r"])
-          + "\n" + common.markdown_table(header, shown))
-    csv = common.csv_text(header, [[row[0]] + ["" if v is None else repr(v) for v in row[1:]] for row in rows])
-    return [common.write_text(f"{out_dir}/{name}.csv", csv), common.write_text(f"{out_dir}/{name}.md", md)]
-
 
 def default_name(paths):
     stem = paths[0].name.removesuffix(".jsonl")
@@ -102,7 +32,7 @@ def default_name(paths):
 
 
 def build_parser():
-    p = common.argument_parser(__doc__)
+    p = cli.argument_parser(__doc__)
     p.add_argument("--files", nargs="+", default=FILES, metavar="PATH",
                    help=f"ratio files or glob patterns; with several, each is compared with the first "
                         f"(default: {' '.join(FILES)})")
@@ -113,18 +43,14 @@ def build_parser():
     return p
 
 
-def parse_args(argv):
-    return build_parser().parse_args(argv)
-
-
+@cli.user_errors("ratio_analysis.py")
 def main(argv=None):
-    args = parse_args(argv)
-    with common.user_errors("ratio_analysis.py"):
-        paths = common.expand(args.files, "ratio")
-        labels = common.labels([common.run_of(p, "ratio") for p in paths])
-        summaries = [summarize(p) for p in tqdm(paths, desc="reading ratio files", unit="file", disable=len(paths) < 2)]
-        for path in write_tables(summaries, labels, paths, args.out_dir, args.name or default_name(paths), args.quiet):
-            print(f"wrote {path}")
+    args = build_parser().parse_args(argv)
+    paths = cli.expand(args.files, "ratio")
+    labels = run_labels([run_of(p, "ratio") for p in paths])
+    summaries = [summarize(p) for p in tqdm(paths, desc="reading ratio files", unit="file", disable=len(paths) < 2)]
+    for path in write_tables(summaries, labels, paths, args.out_dir, args.name or default_name(paths), args.quiet):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

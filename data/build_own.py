@@ -15,11 +15,10 @@ import re
 import sys
 from pathlib import Path
 
-import build_prompts
-import testsets
-from testsets import DataError
+from pim import testsets
+from pim.builders import POLICY_HELP, ROOT, BuildOptions, build
+from pim.testsets import DataError
 
-ROOT = testsets.ROOT
 OUT = ROOT / "data"  # where the <condition>.txt files go
 TASK = "own"  # the file name prefix (the "task" of pim/conditions.py): own-deu2eng.txt, ...
 PIM_SIZES = "1,3,6"  # PiM-k for these k (the first k aux languages); PiM with all aux languages is always built
@@ -49,14 +48,13 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=OUT,
                    help=f"where to write <condition>.txt (default {OUT.relative_to(ROOT)}/)")
     p.add_argument("--failed", choices=testsets.POLICIES, default=FAILED,
-                   help=build_prompts.POLICY_HELP + f" (default {FAILED})")
+                   help=POLICY_HELP + f" (default {FAILED})")
     p.add_argument("--flores", type=Path,
                    help="FLORES-200 folder (flores200_dataset/ with dev/*.dev): also build the few-shot prompts "
                         "with the paper's demonstrations")
     p.add_argument("--shots",
                    help="comma-separated numbers of demonstrations to build (default: 0, and 1 and 5 with --flores)")
     args = p.parse_args(argv)
-    args.only, args.list = None, False
     try:
         codes = [args.source_lang, args.target_lang] + [c for c, _ in args.aux] + [c for c, _ in args.names]
         for c in codes:
@@ -74,7 +72,7 @@ def main(argv=None):
             raise DataError(f"--pim-sizes {args.pim_sizes}: expected numbers such as 1,3,6") from None
         ts = testsets.own_testset(args.task, args.source_lang, args.source, args.target_lang,
                                   {c: Path(f) for c, f in aux.items()}, dict(args.names), sizes)
-        build_prompts.build([ts], args)
+        build([ts], BuildOptions(args.shots, args.flores, args.failed), args.out)
     except DataError as e:
         sys.exit(f"{Path(__file__).name}: error: {e}")
     return 0

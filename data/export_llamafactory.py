@@ -20,19 +20,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import build_prompts
-import testsets
-from testsets import DataError
-
+from pim import languages, testsets
 from pim.activation_files import unescape_newlines, write_atomic
-from pim.prompts import SHORT
+from pim.builders import ROOT, BuildOptions, add_release_flags, prepare, task_list
+from pim.testsets import DataError
 
-ROOT = testsets.ROOT
 OUT = ROOT / "data" / "llamafactory"  # LLaMA-Factory dataset_dir (ignored by git)
-# which conditions (--release, --flores, --failed, --tasks, --shots): the defaults of build_prompts.py
+# which conditions (--release, --flores, --failed, --tasks, --shots): the defaults of pim/builders.py
 REFERENCES = None  # folder with generaltest2022.<s>-<t>.ref.A.<t>, newstest2021.is-en.ref.A.en (searched recursively)
 COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
-REFERENCE_FILES = {"wmt22": "generaltest2022.{s}-{t}.ref.A.{t}", "wmt21": "newstest2021.{s}-{t}.ref.A.{t}"}
 
 
 def record(prompt, output):
@@ -41,50 +37,50 @@ def record(prompt, output):
 
 def attach_references(sets, folder):
     """Set the outputs of the WMT test sets to the references found under `folder`."""
-    two = {v: k for k, v in SHORT.items()}  # 3-letter -> 2-letter code of the WMT file names
     for ts in sets:
-        if ts.task not in REFERENCE_FILES or ts.split != "test":
+        if ts.task not in testsets.WMT_REFERENCES or ts.split != "test":
             continue
-        name = REFERENCE_FILES[ts.task].format(s=two[ts.source], t=two[ts.target])
+        name = testsets.wmt_reference_name(ts.task, ts.source, ts.target)
         found = sorted(Path(folder).rglob(name))
         if not found:
             raise DataError(f"--references {folder}: no {name} in it (it is in wmt22-news-systems/txt/references "
                             "or wmt21-news-systems/txt/references)")
         refs = testsets.read_lines(found[0])
         if len(refs) != len(ts):
-            raise DataError(f"{found[0]} has {len(refs)} lines but the {ts.task} {two[ts.source]}-{two[ts.target]} "
+            pair = "-".join(map(languages.two_letter, (ts.source, ts.target)))
+            raise DataError(f"{found[0]} has {len(refs)} lines but the {ts.task} {pair} "
                             f"test set {len(ts)}")
         ts.outputs = refs
 
 
-def datasets_of(args):
-    """{dataset name: [records]} of the release's conditions."""
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    sets = testsets.release_testsets(args.release, tasks + (["boolq-train"] if "boolq" in tasks else []))
-    if args.references:
-        attach_references(sets, args.references)
-    if args.flores:
+def datasets_of(release, tasks, options, references=None):
+    """{dataset name: [records]} of the release's conditions (tasks: wmt, xnli, rte, boolq), and how many
+    WMT test sets have no outputs; references: the folder of the WMT references, if any."""
+    sets = testsets.release_testsets(release, tasks + (["boolq-train"] if "boolq" in tasks else []))
+    if references:
+        attach_references(sets, references)
+    if options.flores:
         wmt = [ts for ts in sets if ts.template == "translation"]
         langs = dict.fromkeys(lang for ts in wmt for lang in (ts.source, ts.target, *ts.aux))
-        rows = testsets.load_flores(args.flores, langs)
+        rows = testsets.load_flores(options.flores, langs)
         sets += [testsets.flores_trainset(ts, rows) for ts in wmt]
-    todo, _, flores, drops = build_prompts.prepare(sets, args)
+    todo, _, flores, drops = prepare(sets, options)
     out = {}
     for ts, cond in tqdm(todo, desc="datasets", unit="set"):
-        items, _ = testsets.prompts_of(ts, cond, args.failed, flores, drops[id(ts)])
+        items, _ = testsets.prompts_of(ts, cond, options.failed, flores, drops[id(ts)])
         name = cond.name + ("-train" if ts.split == "train" else "")
         out[name] = [record(text, ts.outputs[i] if ts.outputs else "") for i, text in items]
     return out, sum(1 for ts, _ in todo if ts.outputs is None and ts.split == "test")
 
 
-def prompt_file_dataset(args):
-    """{name: [records]} of one prompt file and its aligned outputs."""
-    prompts = [unescape_newlines(line).strip() for line in testsets.read_lines(args.prompts)]
-    outputs = testsets.read_lines(args.outputs) if args.outputs else [""] * len(prompts)
+def prompt_file_dataset(prompt_file, output_file=None, name=None):
+    """{name: [records]} of one prompt file and its aligned outputs (empty without an output file)."""
+    prompts = [unescape_newlines(line).strip() for line in testsets.read_lines(prompt_file)]
+    outputs = testsets.read_lines(output_file) if output_file else [""] * len(prompts)
     if len(outputs) != len(prompts):
-        raise DataError(f"{args.outputs} has {len(outputs)} lines but {args.prompts} has {len(prompts)}: "
+        raise DataError(f"{output_file} has {len(outputs)} lines but {prompt_file} has {len(prompts)}: "
                         "outputs must be aligned with the prompts, one line each")
-    return {args.name or args.prompts.stem: [record(p, o) for p, o in zip(prompts, outputs)]}
+    return {name or prompt_file.stem: [record(p, o) for p, o in zip(prompts, outputs)]}
 
 
 def write(datasets, out):
@@ -106,8 +102,7 @@ def write(datasets, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    build_prompts.add_release_flags(p, OUT, "LLaMA-Factory dataset_dir to write",
-                                    "the few-shot test sets and the WMT -train sets")
+    add_release_flags(p, OUT, "LLaMA-Factory dataset_dir to write", "the few-shot test sets and the WMT -train sets")
     p.add_argument("--references", type=Path, default=REFERENCES,
                    help="folder with the WMT references (generaltest2022.de-en.ref.A.en, ...; searched recursively); "
                         "without it WMT outputs are empty")
@@ -121,19 +116,19 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         if args.prompts:
-            datasets = prompt_file_dataset(args)
+            datasets = prompt_file_dataset(args.prompts, args.outputs, args.name)
         else:
-            only, args.only, args.list = args.only, None, False
             if not (args.release / "WMT").is_dir():
                 raise DataError(f"{args.release}: no release here (no WMT/ folder): run `make data`, "
                                 "or pass --release DIR")
-            datasets, unlabelled = datasets_of(args)
-            if only:
-                unknown = [n for n in only if n not in datasets]
+            options = BuildOptions(args.shots, args.flores, args.failed)
+            datasets, unlabelled = datasets_of(args.release, task_list(args.tasks), options, args.references)
+            if args.only:
+                unknown = [n for n in args.only if n not in datasets]
                 if unknown:
                     raise DataError(f"--only: cannot export {', '.join(unknown)} (not a condition that can be "
                                     "built from the release; `python data/build_prompts.py --list` shows them)")
-                datasets = {n: datasets[n] for n in only}
+                datasets = {n: datasets[n] for n in args.only}
         write(datasets, args.out)
     except DataError as e:
         sys.exit(f"{Path(__file__).name}: error: {e}")

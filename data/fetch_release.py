@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMIT = "cba55b128dc255aae6ef57d27918c46fa8d1b33b"  # the release commit of ../shared/docs/pim-data-spec.md
+COMMIT = "cba55b128dc255aae6ef57d27918c46fa8d1b33b"  # the release commit (docs/formats.md, "The release")
 URL = f"https://codeload.github.com/takagi97/LLMs-are-parallel-multilingual-learners/tar.gz/{COMMIT}"  # its archive
 DEST = ROOT / "data" / "release"  # where the checked release goes (ignored by git)
 CHECKSUMS = ROOT / "data" / "release.sha256"  # sha256 of every release file the builders use (sha256sum format)

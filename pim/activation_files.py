@@ -1,4 +1,6 @@
-"""The files of a run, read and written in one place (formats of the paper's scripts; docs/design.md).
+"""The files of a run, read and written in one place (formats of the paper's scripts; docs/formats.md).
+
+Their names (pim/runs.py: run_paths writes them, split_name reads them):
 
     <FILE>-result-<MODEL>.txt     one line per prompt: the continuation, newlines escaped as the 2 chars \\n
     <FILE>-ratio-<MODEL>.jsonl    one row per counted step: {"0": [eq_zero, le_zero], "1": ...}
@@ -19,13 +21,6 @@ import numpy as np
 
 class FormatError(ValueError):
     """A file that does not hold what its name says; the message names the file and line."""
-
-
-def run_paths(results_dir, file, model):
-    """{kind: Path} of the files of one run of `model` on data/<file>.txt."""
-    return {kind: Path(results_dir) / f"{file}-{kind}-{model}.{ext}"
-            for kind, ext in (("result", "txt"), ("ratio", "jsonl"), ("index", "jsonl"), ("manifest", "json"),
-                              ("progress", "npz"))}
 
 
 def escape_newlines(text):

@@ -42,6 +42,11 @@ class Condition:
         return (self.task, self.source, self.target)
 
     @property
+    def test_set_name(self):
+        """The name of the test set, the direct 0-shot condition's: wmt22-deu2eng for all conditions of it."""
+        return Condition(task=self.task, source=self.source, target=self.target).name
+
+    @property
     def name(self):
         langs = "_".join((self.source,) + self.aux)
         text = f"{self.task}-{'GPT4-' if self.aux else ''}{langs}{'2' + self.target if self.target else ''}"

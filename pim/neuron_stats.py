@@ -1,5 +1,9 @@
-"""Summaries of the recorded statistics that several analyses share (definitions: docs/design.md)."""
+"""Summaries of the recorded statistics that several analyses share (definitions: docs/measures.md)."""
+from dataclasses import dataclass
+
 import numpy as np
+
+from pim.activation_files import read_index, read_ratio
 
 
 def layer_means(ratios):
@@ -17,6 +21,32 @@ def layer_means(ratios):
 def suppressed_share(ratios):
     """The all-layer suppressed share: le_zero averaged over layers of the per-layer means."""
     return float(layer_means(ratios)["le_zero"].mean())
+
+
+@dataclass
+class Summary:
+    means: dict  # {"eq_zero"|"lt_zero"|"le_zero": float64 [layers]}: per-layer means over the steps
+    steps: int  # counted steps (rows of the file)
+
+    @property
+    def layers(self):
+        return len(self.means["le_zero"])
+
+    def overall(self, metric):
+        """The mean over layers of a per-layer mean (the paper's "all layer" value)."""
+        return float(self.means[metric].mean())
+
+
+def summarize(path):
+    """The Summary of one ratio file (the rows themselves are not kept)."""
+    ratios = read_ratio(path)
+    return Summary(layer_means(ratios), len(ratios))
+
+
+def load(runs, progress=None):
+    """(index counts, ratio Summary or None) per run; progress: an iterable wrapper (e.g. tqdm) or None."""
+    return [(read_index(run.index), summarize(run.ratio) if run.ratio else None)
+            for run in (progress(runs) if progress else runs)]
 
 
 # --- which neurons fire most (peak analysis, concentration, overlap between conditions) ---

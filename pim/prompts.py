@@ -1,4 +1,4 @@
-"""The prompt templates of the paper, in one place (../shared/docs/pim-data-spec.md, sections 1 and 3).
+"""The prompt templates of the paper, in one place (docs/measures.md, "Prompts"; languages: pim/languages.py).
 
 Every function returns the model input with real newlines; a prompt file stores it on one line with
 `pim.activation_files.escape_newlines` (the paper's `\\n` convention).
@@ -9,17 +9,6 @@ Every function returns the model input with real newlines; a prompt file stores 
     recover_source       the source sentence inside a released GPT-4/ChatGPT translation prompt ("vhendy")
 """
 import re
-
-# 3-letter code (file names, pim.conditions) -> the language name the templates print
-LANGUAGES = {"deu": "German", "eng": "English", "spa": "Spanish", "rus": "Russian", "fra": "French",
-             "zho": "Chinese", "jpn": "Japanese", "ces": "Czech", "ita": "Italian", "isl": "Icelandic"}
-# 2-letter codes of the release's folder and file names -> 3-letter codes
-SHORT = {"de": "deu", "en": "eng", "es": "spa", "ru": "rus", "fr": "fra", "zh": "zho", "ja": "jpn",
-         "cs": "ces", "it": "ita", "is": "isl"}
-# FLORES-200 file stems (dev/<stem>.dev) of the 3-letter codes
-FLORES = {"deu": "deu_Latn", "eng": "eng_Latn", "spa": "spa_Latn", "rus": "rus_Cyrl", "fra": "fra_Latn",
-          "zho": "zho_Hans", "jpn": "jpn_Jpan", "ces": "ces_Latn", "ita": "ita_Latn", "isl": "isl_Latn"}
-FLORES_DEV_LINES = 997  # rows of every FLORES-200 dev file
 
 # FLORES dev rows (0-based) of the demonstrations, in prompt order; a k-shot prompt takes the first k.
 # Direct and pivot: random.seed(42); random.sample(all 997 pairs, k) in code_WMT.py (the drivers use k = 1, 5).

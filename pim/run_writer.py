@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pim.activation_files import index_line, run_paths, write_atomic
+from pim.activation_files import index_line, write_atomic
+from pim.runs import run_paths, write_manifest
 
 
 class RunRefused(RuntimeError):
@@ -60,7 +61,7 @@ class RunWriter:
                              "move it away or pass --overwrite")
         paths["result"].parent.mkdir(parents=True, exist_ok=True)
         self.manifest = {"status": "running", "settings": self.settings, **info, "started": now(), "resumed": []}
-        write_atomic(paths["manifest"], json.dumps(self.manifest, indent=2, ensure_ascii=False) + "\n")
+        write_manifest(paths["manifest"], self.manifest)
         for kind in ("result", "ratio"):
             paths[kind].write_bytes(b"")
         self._commit_progress({"result": 0, "ratio": 0})
@@ -75,7 +76,7 @@ class RunWriter:
             with open(self.paths[kind], "r+b") as f:
                 f.truncate(size)
         self.manifest = {**old, "resumed": old.get("resumed", []) + [{"at": now(), "prompts_done": self.done}]}
-        write_atomic(self.paths["manifest"], json.dumps(self.manifest, indent=2, ensure_ascii=False) + "\n")
+        write_manifest(self.paths["manifest"], self.manifest)
 
     def commit(self, result_lines, ratio_text, counts, steps):
         """Append one batch's results and ratio rows, add its index counts, and make it durable."""
@@ -101,7 +102,7 @@ class RunWriter:
             os.fsync(f.fileno())
         os.replace(tmp, self.paths["progress"])
         self.manifest.update(prompts_done=self.done, counted_steps=self.steps, updated=now())
-        write_atomic(self.paths["manifest"], json.dumps(self.manifest, indent=2, ensure_ascii=False) + "\n")
+        write_manifest(self.paths["manifest"], self.manifest)
 
     def finish(self):
         """Write the index file and mark the run finished."""
@@ -109,7 +110,7 @@ class RunWriter:
             raise RunRefused("no step was recorded, so there is no index file to write")
         write_atomic(self.paths["index"], index_line(self.counts))
         self.manifest.update(status="finished", finished=now(), prompts_done=self.done, counted_steps=self.steps)
-        write_atomic(self.paths["manifest"], json.dumps(self.manifest, indent=2, ensure_ascii=False) + "\n")
+        write_manifest(self.paths["manifest"], self.manifest)
         self.paths["progress"].unlink()
 
     def _remove(self):

@@ -20,9 +20,7 @@ LABELS = {
     "boolq": ("True", "False"),
 }
 
-# 3-letter codes of the condition names -> the 2-letter codes of sacrebleu, WMT and the release
-LANG2 = {"deu": "de", "eng": "en", "spa": "es", "rus": "ru", "fra": "fr", "zho": "zh", "jpn": "ja",
-         "ces": "cs", "ita": "it", "isl": "is", "kor": "ko", "ukr": "uk", "hrv": "hr"}
+from pim.languages import two_letter
 
 _B, _E = r"(?<![a-z])", r"(?![a-z])"  # word boundaries that treat "_" and digits as separators
 _NEG = (r"(?:not|no|non|never|neither|nor|cannot|[a-z]+n't)[\s_-]*"  # a negation, then filler words
@@ -111,7 +109,7 @@ def bleu_tokenizer(target):
     sacrebleu's choice: 13a, except zh -> zh, ja -> ja-mecab, ko -> ko-mecab. The last two need
     MeCab (`pip install sacrebleu[ja]` / `[ko]`); without it the score falls back to characters.
     """
-    lang = LANG2.get(target, target or "")
+    lang = two_letter(target or "")
     if lang == "zh":
         return "zh", None
     if lang in ("ja", "ko"):

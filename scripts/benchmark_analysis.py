@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pim.activation_files import index_line, ratio_lines, write_atomic
+from pim.runs import run_paths
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from pim.activation_files import index_line, ratio_lines, write_atomic  # noqa: E402
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 LAYERS = 70  # BLOOM-176B: 70 layers
@@ -56,9 +57,10 @@ def synthetic_run(results, file, rates, rows, sharpen, rng):
     layers, width = rates.shape
     rates = rates ** sharpen
     index = rng.binomial(rows, rates)
-    write_atomic(results / f"{file}-index-{MODEL}.jsonl", index_line(index))
+    paths = run_paths(results, file, MODEL)
+    write_atomic(paths["index"], index_line(index))
     active = rates.mean(axis=1)  # per layer: the mean share of neurons with activation > 0
-    path = results / f"{file}-ratio-{MODEL}.jsonl"
+    path = paths["ratio"]
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         for start in tqdm(range(0, rows, 5000), desc=f"writing {path.name}", unit="5000 rows", leave=False):
@@ -109,9 +111,9 @@ def main(argv=None):
         rng = np.random.default_rng(args.seed)
         files, rates = FILES[:args.conditions], base_rates(args.layers, args.width, rng)
         for k, file in enumerate(files):
-            if not all((results / f"{file}-{kind}-{MODEL}.jsonl").is_file() for kind in ("index", "ratio")):
+            if not all(run_paths(results, file, MODEL)[kind].is_file() for kind in ("index", "ratio")):
                 synthetic_run(results, file, rates, args.rows, 1 + 0.15 * k, rng)
-        index, ratio = (results / f"{files[0]}-{kind}-{MODEL}.jsonl" for kind in ("index", "ratio"))
+        index, ratio = (run_paths(results, files[0], MODEL)[kind] for kind in ("index", "ratio"))
         print(f"{args.layers} layers x {args.width:,} neurons; index file {index.stat().st_size / 1e6:.0f} MB, "
               f"ratio file {args.rows:,} rows, {ratio.stat().st_size / 1e6:.0f} MB; in {results}")
         py = sys.executable

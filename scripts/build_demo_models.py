@@ -10,6 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from pim.activation_files import unescape_newlines
+from pim.architectures import tiny_types
+from pim.tiny_models import build_tiny_model
+
 ARCHS = ["bloom", "qwen2"]  # one model per architecture: models/tiny-<arch>
 OUT_DIR = "models"  # where the model folders go
 TRAIN_FILES = ["data/sample-deu2eng.txt", "data/sample-GPT4-deu_spa_rus_fra2eng.txt"]  # tokenizer corpus
@@ -20,10 +24,6 @@ INTERMEDIATE = 344  # MLP width of the gated architectures (Qwen2, Llama, ...); 
 OVERWRITE = False  # rebuild models that exist
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from pim.activation_files import unescape_newlines  # noqa: E402
-from pim.tiny_models import build_tiny_model  # noqa: E402
-from pim.architectures import tiny_types  # noqa: E402
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 # Defaults; every one has a flag of the same name (--help).
@@ -44,13 +45,14 @@ SEED = 42  # sampling seed; each batch uses SEED + the index of its first prompt
 OVERWRITE = False  # redo a finished run, or replace files that are not an unfinished run of this project
 ATTACH = "auto"  # how the recorder attaches: patch, hooks (any dense causal LM), auto (patch where there is one)
 
+from pim.activation_files import escape_newlines, ratio_lines, unescape_newlines
+from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by
+from pim.models import ALIASES, NotConverted, resolve_model
+from pim.run_writer import RunRefused, RunWriter
+from pim.runs import read_manifest, run_paths
+from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from pim.activation_files import escape_newlines, ratio_lines, run_paths, unescape_newlines  # noqa: E402
-from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by  # noqa: E402
-from pim.models import ALIASES, NotConverted, resolve_model  # noqa: E402
-from pim.run_writer import RunRefused, RunWriter  # noqa: E402
-from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range  # noqa: E402
 
 
 class UserError(Exception):
@@ -172,8 +174,23 @@ def choose_attach(model_type, requested, model):
     return PATCH if requested == "auto" and how == PATCH else (requested if requested != "auto" else HOOKS)
 
 
+@dataclass
+class Loaded:
+    """A model loaded with recording on, and what the run's manifest says about it (run_manifest)."""
+    model: object
+    tokenizer: object
+    source: str  # the folder or hub id it was loaded from
+    found: str  # how MODEL was found (pim/models.py)
+    config: object
+    dtype: object
+    device_map: object
+    attach: str  # patch or hooks
+    use_sys: bool  # the prompts are wrapped in --sys-template
+
+
 def load_model(args):
-    """(model, tokenizer, manifest info) with recording on; clear errors for what cannot be recorded."""
+    """The Loaded model, tokenizer and facts about them, recording on; clear errors for what cannot be
+    recorded. Sets args.chat_template where it was left to the alias (None)."""
     if importlib.util.find_spec("transformers.activation_recorder") is None:
         raise UserError("the installed transformers is not the patched one: run `make patch`")
     import torch
@@ -211,33 +228,64 @@ def load_model(args):
     tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    from transformers import activation_patch_info as patch
-
     if args.chat_template is None:
         args.chat_template = fmt == TEMPLATE
     use_sys = (args.sys_prompt == "on" or (args.sys_prompt == "auto" and fmt == CHATML)) and not args.chat_template
+    return Loaded(model, tokenizer, source, found, config, dtype, device_map, attach, use_sys)
+
+
+def use_qwen1_tokenizer(loaded, args, prompts, input_path, first):
+    """A converted Qwen v1 (pim/qwen1.py): its exact tokenizer, and prompts that fit v1's seq_length."""
+    from pim.qwen1 import PromptTooLong, check_prompt_lengths, load_tokenizer
+
+    loaded.tokenizer = load_tokenizer(loaded.model.name_or_path)
+    wrap = Generator(loaded, args).wrap
+    try:  # interactive prompts are not checked
+        check_prompt_lengths(loaded.config, [len(loaded.tokenizer(wrap(p), add_special_tokens=not args.chat_template)
+                                                 ["input_ids"]) for p in prompts or []],
+                             args.max_new_tokens, input_path, first_line=first + 1)
+    except PromptTooLong as e:
+        raise UserError(str(e)) from None
+
+
+def run_manifest(args, loaded, input_path, prompts, shard=None, prompt_range=None, total=None):
+    """(settings, info) of the run's manifest, all of it: the settings must be equal to resume a run;
+    info says what else the run was made with. prompts: the prompts of this process (None: interactive)."""
+    import torch
+    from transformers import activation_patch_info as patch
+
+    config, model = loaded.config, loaded.model
+    interactive = prompts is None
     settings = {  # a run resumes only with all of these unchanged
-        "model_source": source, "revision": getattr(config, "_commit_hash", None),
+        "model_source": loaded.source, "revision": getattr(config, "_commit_hash", None),
         "config_sha256": hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest(),
-        "dtype": str(dtype).removeprefix("torch."), "device_map": device_map, "max_memory": args.max_memory,
-        "batch_size": args.batch_size,
+        "dtype": str(loaded.dtype).removeprefix("torch."), "device_map": loaded.device_map,
+        "max_memory": args.max_memory, "batch_size": args.batch_size,
         "max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
         "temperature": args.temperature if args.do_sample else None, "seed": args.seed,
-        "sys_template": args.sys_template if use_sys else None, "chat_template": args.chat_template,
+        "sys_template": args.sys_template if loaded.use_sys else None, "chat_template": args.chat_template,
         "transformers": patch.TRANSFORMERS_VERSION, "patches_sha256": patch.PATCHES_SHA256,
+        "input": "stdin" if interactive else str(input_path),
+        "input_sha256": None if interactive else hashlib.sha256(input_path.read_bytes()).hexdigest(),
     }
-    info = {"model": args.model, "found_as": found, "torch": torch.__version__, "attach": attach,
+    info = {"model": run_name(args.model), "found_as": loaded.found, "torch": torch.__version__,
+            "attach": loaded.attach,
             "devices": {k: str(v) for k, v in getattr(model, "hf_device_map", {"": model.device}).items()},
-            "layers": config.num_hidden_layers, "generation_config": model.generation_config.to_diff_dict()}
-    return model, tokenizer, settings, info, use_sys
+            "layers": config.num_hidden_layers, "generation_config": model.generation_config.to_diff_dict(),
+            "model_argument": args.model, "file": args.file, "prompts": None if interactive else len(prompts),
+            "command": shlex.join([sys.executable] + sys.argv)}
+    if shard:
+        settings["shard"] = list(shard)
+        info.update(shard=list(shard), prompt_range=list(prompt_range), prompts_total=total)
+    return settings, info
 
 
 class Generator:
     """Generates one batch with recording on and returns what the run files need."""
 
-    def __init__(self, model, tokenizer, args, use_sys):
-        self.model, self.tokenizer, self.args, self.use_sys = model, tokenizer, args, use_sys
-        eos = model.generation_config.eos_token_id
+    def __init__(self, loaded, args):
+        self.model, self.tokenizer, self.args, self.use_sys = loaded.model, loaded.tokenizer, args, loaded.use_sys
+        eos = self.model.generation_config.eos_token_id
         self.eos = set([eos] if isinstance(eos, int) else (eos or []))
 
     def wrap(self, prompt):
@@ -289,43 +337,25 @@ def run(args):
     input_path = Path(args.data_dir) / f"{args.file}.txt"
     prompts = None if interactive else read_prompts(input_path)
     state = launched()
-    if state and args.shard:
-        raise UserError("--shard is for separate jobs; under accelerate launch / torchrun each rank is a shard")
-    shard = (state.process_index, state.num_processes) if state else parse_shard(args.shard) if args.shard else None
-    if shard and interactive:
-        raise UserError("--interactive runs in one process, without --shard")
-    name, results_dir, first = run_name(args.model), Path(args.results_dir), 0
-    merged = run_paths(results_dir, args.file, name)["manifest"]
-    if state and not args.overwrite and merged.is_file() and json.loads(merged.read_text()).get("status") == "finished":
-        raise RunRefused(f"{merged} is a finished run; pass --overwrite to run it again")
+    shard = process_shard(args, state)
+    name, results_dir, first, total = run_name(args.model), Path(args.results_dir), 0, None
+    merged = read_manifest(run_paths(results_dir, args.file, name)["manifest"])
+    if state and not args.overwrite and merged and merged.get("status") == "finished":
+        raise RunRefused(f"{run_paths(results_dir, args.file, name)['manifest']} is a finished run; "
+                         "pass --overwrite to run it again")
     if shard:
         if shard[1] > len(prompts):
             raise UserError(f"{shard[1]} shards for {len(prompts)} prompts: use at most one shard per prompt")
         first, last = shard_range(len(prompts), *shard)
         total, prompts = len(prompts), prompts[first:last]
         name, results_dir = shard_model_name(name, *shard), shard_dir(args.results_dir)
-    model, tokenizer, settings, info, use_sys = load_model(args)
-    if getattr(model.config, "qwen1", None):  # a converted Qwen v1 (pim/qwen1.py): exact tokenizer, exact lengths
-        from pim.qwen1 import PromptTooLong, check_prompt_lengths, load_tokenizer
-
-        tokenizer = load_tokenizer(model.name_or_path)
-        wrap = Generator(model, tokenizer, args, use_sys).wrap
-        try:  # interactive prompts are not checked
-            check_prompt_lengths(model.config, [len(tokenizer(wrap(p), add_special_tokens=not args.chat_template)
-                                                    ["input_ids"]) for p in prompts or []],
-                                 args.max_new_tokens, input_path, first_line=first + 1)
-        except PromptTooLong as e:
-            raise UserError(str(e)) from None
-    settings.update(input="stdin" if interactive else str(input_path),
-                    input_sha256=None if interactive else hashlib.sha256(input_path.read_bytes()).hexdigest())
-    info.update(model=run_name(args.model), model_argument=args.model, file=args.file,
-                prompts=None if interactive else len(prompts), command=shlex.join([sys.executable] + sys.argv))
-    if shard:
-        settings["shard"] = list(shard)
-        info.update(shard=list(shard), prompt_range=[first, first + len(prompts)], prompts_total=total)
+    loaded = load_model(args)
+    if getattr(loaded.config, "qwen1", None):
+        use_qwen1_tokenizer(loaded, args, prompts, input_path, first)
+    settings, info = run_manifest(args, loaded, input_path, prompts, shard, (first, first + len(prompts or ())), total)
     writer = RunWriter(results_dir, args.file, name, settings, overwrite=args.overwrite)
     done = writer.open(info)
-    generate = Generator(model, tokenizer, args, use_sys)
+    generate = Generator(loaded, args)
     if interactive:
         run_interactive(generate, writer, args)
     else:
@@ -334,13 +364,28 @@ def run(args):
     print(f"{writer.done} prompts, {writer.steps} counted steps: " +
           ", ".join(str(writer.paths[k]) for k in ("result", "ratio", "index", "manifest")), file=sys.stderr)
     if state:
-        state.wait_for_everyone()
-        if state.is_main_process:
-            merged = merge_shards(args.results_dir, args.file, run_name(args.model), overwrite=args.overwrite,
-                                  command=info["command"])
-            print(f"merged {shard[1]} shards into {merged['result'].parent}/{args.file}-*-{run_name(args.model)}.*",
-                  file=sys.stderr)
-        state.wait_for_everyone()
+        merge_ranks(state, args, shard, info["command"])
+
+
+def process_shard(args, state):
+    """(i, n) of this process: the rank under accelerate launch / torchrun, --shard, or None."""
+    if state and args.shard:
+        raise UserError("--shard is for separate jobs; under accelerate launch / torchrun each rank is a shard")
+    shard = (state.process_index, state.num_processes) if state else parse_shard(args.shard) if args.shard else None
+    if shard and args.interactive:
+        raise UserError("--interactive runs in one process, without --shard")
+    return shard
+
+
+def merge_ranks(state, args, shard, command):
+    """Launched with several processes: when all are done, rank 0 merges their shards."""
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merged = merge_shards(args.results_dir, args.file, run_name(args.model), overwrite=args.overwrite,
+                              command=command)
+        print(f"merged {shard[1]} shards into {merged['result'].parent}/{args.file}-*-{run_name(args.model)}.*",
+              file=sys.stderr)
+    state.wait_for_everyone()
 
 
 def run_file(generate, writer, prompts, done, offset, args):

@@ -11,15 +11,12 @@ or overlapping shards; unfinished shards) and says which.
 import argparse
 import shlex
 import sys
-from pathlib import Path
+
+from pim.run_writer import RunRefused
+from pim.shards import merge_shards
 
 RESULTS_DIR = "results"  # where the merged files go; shards are read from its shards/ folder
 OVERWRITE = False  # replace a finished merged run
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from pim.run_writer import RunRefused  # noqa: E402
-from pim.shards import merge_shards  # noqa: E402
 
 
 def main(argv=None):

@@ -205,7 +205,7 @@ def cmd_check(args):
     bad += [p.name for p in MODELING.glob("*.py") if p.name not in files]
     if bad:
         sys.exit(f"modeling/ is out of sync with patches/ for: {', '.join(sorted(bad))}.\n"
-                 "Run `make modeling` (patches are the source), or `make patches` after editing modeling/.")
+                 "Run `make modeling` (patches are the source), or `make rediff` after editing modeling/.")
     print(f"modeling/ matches source + patches/ ({len(files)} files)")
 
 

@@ -12,12 +12,18 @@ from conftest import ROOT
 from PIL import Image
 
 sys.path.insert(0, str(ROOT / "analysis"))
-import common  # noqa: E402
 import compare_conditions  # noqa: E402
 import heatmap  # noqa: E402
 import peak_analysis  # noqa: E402
 import plot_all  # noqa: E402
 import ratio_analysis  # noqa: E402
+
+from pim import cli as common  # noqa: E402  (UserError, finished_runs: what analysis/common.py held)
+from pim import heatmap as heatmap_layout  # noqa: E402
+from pim import peaks as peak_stats  # noqa: E402
+from pim import ratio_table  # noqa: E402
+from pim import runs as pim_runs  # noqa: E402
+from pim.neuron_stats import Summary  # noqa: E402
 
 from pim.activation_files import index_line, ratio_lines  # noqa: E402
 
@@ -67,10 +73,10 @@ def test_ratio_table_by_hand(tmp_path, capsys):
 
 
 def test_ratio_table_of_files_with_different_layers_leaves_blanks():
-    a = ratio_analysis.Summary({"eq_zero": np.array([0.1, 0.2]), "lt_zero": np.array([0.1, 0.1]),
+    a = Summary({"eq_zero": np.array([0.1, 0.2]), "lt_zero": np.array([0.1, 0.1]),
                                 "le_zero": np.array([0.2, 0.3])}, 5)
-    b = ratio_analysis.Summary({k: v[:1] for k, v in a.means.items()}, 3)
-    header, rows = ratio_analysis.table([a, b], ["a", "b"])
+    b = Summary({k: v[:1] for k, v in a.means.items()}, 3)
+    header, rows = ratio_table.table([a, b], ["a", "b"])
     assert rows[1][0] == "1" and rows[1][4:] == [None] * 6  # b has no layer 1: no value, no difference
     assert rows[2][4:7] == pytest.approx([0.1, 0.1, 0.2]) and rows[2][7:] == pytest.approx([-0.05, 0.0, -0.05])
 
@@ -79,13 +85,13 @@ def test_heatmap_size_and_layer_0_at_the_bottom(tmp_path, caplog):
     counts = np.zeros((4, 3000), dtype=np.int64)
     counts[0] = 100  # layer 0 fired always, the others never: white at the bottom, black above ('hot')
     caplog.set_level(logging.WARNING, logger="matplotlib")
-    out = heatmap.draw(counts, tmp_path / "h.png", "test", width_px=900, height_px=500, dpi=100)
+    out = heatmap_layout.draw(counts, tmp_path / "h.png", "test", width_px=900, height_px=500, dpi=100)
     assert png_size(out) == (900, 500)
     assert not [r for r in caplog.records if "findfont" in r.getMessage()]  # default font only
     image = np.asarray(Image.open(out).convert("RGB"))
-    plot_top, plot_bottom = heatmap.TOP, 500 - heatmap.BOTTOM  # pixel rows of the plot area
+    plot_top, plot_bottom = heatmap_layout.TOP, 500 - heatmap_layout.BOTTOM  # pixel rows of the plot area
     band = (plot_bottom - plot_top) / 4
-    x = heatmap.LEFT + heatmap.plot_width(900) // 2
+    x = heatmap_layout.LEFT + heatmap_layout.plot_width(900) // 2
     assert image[int(plot_bottom - band / 2), x].tolist() == [255, 255, 255]  # layer 0
     assert image[int(plot_top + band / 2), x].max() < 20  # layer 3
     assert not list(tmp_path.glob(".*.tmp"))
@@ -106,9 +112,9 @@ def test_peaks_and_peak_plot(tmp_path, capsys):
     results = tmp_path / "results"
     write_run(results, "t-deu2eng", "m", [[5, 3, 5, 0], [5, 7, 3, 1]])
     write_run(results, "t-GPT4-deu_spa_rus_fra2eng", "m", [[0, 0, 0, 9], [1, 0, 0, 2]])
-    values, per_layer, n = peak_analysis.peaks(np.array([[5, 3, 5, 0], [5, 7, 3, 1]]), 0.5)
+    values, per_layer, n = peak_stats.peaks(np.array([[5, 3, 5, 0], [5, 7, 3, 1]]), 0.5)
     assert values.tolist() == [7, 5, 5, 5] and per_layer.tolist() == [2, 2] and n == 8
-    values, per_layer, _ = peak_analysis.peaks(np.array([[0, 0, 0, 9], [1, 0, 0, 2]]), 0.5)
+    values, per_layer, _ = peak_stats.peaks(np.array([[0, 0, 0, 9], [1, 0, 0, 2]]), 0.5)
     assert values.tolist() == [9, 2, 1] and per_layer.tolist() == [1, 2]  # the 4th of the top half never fired
     peak_analysis.main(["--files", str(results / "t-deu2eng-index-m.jsonl"),
                         str(results / "t-GPT4-deu_spa_rus_fra2eng-index-m.jsonl"), "--select-proportion", "0.5",
@@ -119,13 +125,13 @@ def test_peaks_and_peak_plot(tmp_path, capsys):
 
 
 def test_run_names_with_hyphens(tmp_path):
-    assert common.split_name("wmt22-deu2eng-index-bloom-7b1.jsonl", "-index-") == ("wmt22-deu2eng", "bloom-7b1")
-    assert common.split_name("a-index-b-index-m.jsonl", "-index-") == ("a-index-b", "m")  # the last place
+    assert pim_runs.split_name("wmt22-deu2eng-index-bloom-7b1.jsonl", "index") == ("wmt22-deu2eng", "bloom-7b1")
+    assert pim_runs.split_name("a-index-b-index-m.jsonl", "index") == ("a-index-b", "m")  # the last place
     (tmp_path / "a-ratio-b-index-m.jsonl").write_text("")  # the run's partner file says where FILE ends
-    assert common.split_name("a-index-b-index-m.jsonl", "-index-", tmp_path) == ("a", "b-index-m")
+    assert pim_runs.split_name("a-index-b-index-m.jsonl", "index", tmp_path) == ("a", "b-index-m")
     (tmp_path / "a-index-b-manifest-m.json").write_text(json.dumps({"file": "a-index-b", "model": "m"}))
-    assert common.split_name("a-index-b-index-m.jsonl", "-index-", tmp_path) == ("a-index-b", "m")  # manifest first
-    assert common.split_name("nothing.jsonl", "-index-") is None
+    assert pim_runs.split_name("a-index-b-index-m.jsonl", "index", tmp_path) == ("a-index-b", "m")  # manifest first
+    assert pim_runs.split_name("nothing.jsonl", "index") is None
 
 
 def test_find_runs_orders_groups_and_labels(tmp_path):
@@ -134,20 +140,20 @@ def test_find_runs_orders_groups_and_labels(tmp_path):
         for model in ("m-1", "m-2"):
             write_run(results, file, model, [[1, 2]])
     (results / "w-deu2eng-ratio-m-3.jsonl").write_text("")  # unfinished: no index file
-    runs = common.find_runs(results)
+    runs = common.finished_runs(results)
     assert [(r.file, r.model) for r in runs[:5]] == [("w-deu2eng", "m-1"), ("w-GPT4-deu_spa2eng", "m-1"),
                                                      ("w-GPT4-deu_spa_rus_fra2eng", "m-1"), ("x-fra2eng", "m-1"),
                                                      ("myrun", "m-1")]
-    groups = common.comparison_groups(runs)
+    groups = pim_runs.comparison_groups(runs)
     assert list(groups) == [("w-deu2eng", "m-1"), ("w-deu2eng", "m-2")]  # x and myrun have nothing to compare
-    assert common.labels(groups[("w-deu2eng", "m-1")]) == ["direct", "PiM-1", "PiM-3"]
-    named = common.find_runs(results, ["x-fra2eng", "w-deu2eng"], ["m-2"])
+    assert pim_runs.labels(groups[("w-deu2eng", "m-1")]) == ["direct", "PiM-1", "PiM-3"]
+    named = common.finished_runs(results, ["x-fra2eng", "w-deu2eng"], ["m-2"])
     assert [r.file for r in named] == ["x-fra2eng", "w-deu2eng"]  # the order given
-    assert list(common.comparison_groups(named, together=True)) == [("x-fra2eng-and-1-more", "m-2")]
+    assert list(pim_runs.comparison_groups(named, together=True)) == [("x-fra2eng-and-1-more", "m-2")]
     with pytest.raises(common.UserError, match="no finished run of FILE w-deu2eng-5shot"):
-        common.find_runs(results, ["w-deu2eng-5shot"])
-    same = [common.Run("w-GPT4-deu_spa2eng", "m"), common.Run("w-GPT4-deu_fra2eng", "m")]
-    assert common.labels(same) == ["PiM-1 (spa)", "PiM-1 (fra)"]
+        common.finished_runs(results, ["w-deu2eng-5shot"])
+    same = [pim_runs.Run("w-GPT4-deu_spa2eng", "m"), pim_runs.Run("w-GPT4-deu_fra2eng", "m")]
+    assert pim_runs.labels(same) == ["PiM-1 (spa)", "PiM-1 (fra)"]
 
 
 def comparison_results(tmp_path):
@@ -203,7 +209,7 @@ def test_plot_all_draws_every_run_and_compares(tmp_path):
     assert tables == sorted(["compare-t-deu2eng-m.md", "compare-t-deu2eng-m.csv", "compare-t-deu2eng-m-ratio.csv",
                              "compare-t-deu2eng-m-ratio.md", "t-deu2eng-ratio-m.csv", "t-deu2eng-ratio-m.md",
                              "t-GPT4-deu_spa2eng-ratio-m.csv", "t-GPT4-deu_spa2eng-ratio-m.md"])
-    assert png_size(results / "figures" / "t-deu2eng-heatmap-m.png") == (heatmap.WIDTH, heatmap.HEIGHT)
+    assert png_size(results / "figures" / "t-deu2eng-heatmap-m.png") == (heatmap_layout.WIDTH, heatmap_layout.HEIGHT)
     assert png_size(results / "figures" / "t-deu2eng-peak-m.png") == (peak_analysis.WIDTH, peak_analysis.HEIGHT)
 
 
@@ -254,7 +260,7 @@ def test_cli_user_errors_are_one_line_messages(tmp_path):
 
 @pytest.mark.parametrize("module, flags", [
     (ratio_analysis, {"--files", "--out-dir", "--name", "--quiet"}),
-    (heatmap, {"--files", "--out-dir", "--width", "--height", "--dpi", "--cmap", "--log", "--agg"}),
+    (heatmap, {"--files", "--out-dir", "--width", "--height", "--dpi", "--cmap", "--log", "--from-zero", "--agg"}),
     (peak_analysis, {"--files", "--select-proportion", "--out-dir", "--name", "--width", "--height", "--dpi"}),
     (compare_conditions, {"--results-dir", "--files", "--model", "--select-proportion", "--top", "--out-dir",
                           "--figures-dir", "--name", "--no-heatmaps"}),
@@ -267,7 +273,7 @@ def test_help_explains_every_flag(module, flags, capsys):
     for flag, action in actions.items():
         assert len(action.help or "") > 15, f"{flag} has no help"
     with pytest.raises(SystemExit) as e:
-        module.parse_args(["--help"])
+        module.build_parser().parse_args(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert all(flag in out for flag in flags) and "python analysis/" in out  # the flags and the examples

@@ -12,6 +12,8 @@ import pytest
 import sacrebleu
 from conftest import ROOT
 
+from pim import evaluation
+
 FIX = ROOT / "tests" / "fixtures" / "eval"
 RES = FIX / "results"
 SCRIPT = ROOT / "analysis" / "evaluate.py"
@@ -306,7 +308,7 @@ def test_network_probe_gives_up_quickly(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", hang)
     start = time.monotonic()
-    why = evaluate.network_problem("https://github.com/x.tar.gz", 0.3)
+    why = evaluation.network_problem("https://github.com/x.tar.gz", 0.3)
     released.set()
     assert "no answer from github.com within 0.3 s" in why
     assert time.monotonic() - start < 30, "gave up long before the lookup would have"

@@ -3,25 +3,21 @@
 A TestSet holds, item by item, the source-language inputs, the translations into the auxiliary
 languages and the gold outputs; `prompts_of(testset, condition, ...)` turns one Condition
 (pim/conditions.py) into its prompts with the templates of pim/prompts.py. The builders
-(build_prompts.py, build_own.py, export_llamafactory.py) only choose what to build and where to write.
+(data/build_prompts.py, build_own.py, export_llamafactory.py) only choose what to build (pim/builders.py)
+and where to write. The release's layout (folders, file names, label files) is written down here only.
 """
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pim import prompts  # noqa: E402
-from pim.conditions import Condition  # noqa: E402
+from pim import languages, prompts
+from pim.conditions import Condition
 
 FAILURE_MARKERS = ("Request failed!!!", "###over length!!!")  # what the translation scripts wrote on failure
 POLICIES = ("drop-language", "keep", "drop-item")  # the first is the default
 PIM_SIZES = (1, 3, 6)  # PiM-k of the paper: the first k languages of the aux order
 
 # WMT pair folder -> (task, PiM aux orders (PiM-1/3/6 are their prefixes), pivot languages = aux folders).
-# Spec section 3.4; de->fr has two PiM sets (A and B).
+# The paper's drivers (docs/measures.md, "Conditions"); de->fr has two PiM sets (A and B).
 WMT_PAIRS = {
     "de2en": ("wmt22", [("spa", "rus", "fra", "zho", "jpn", "ces")], ("zho", "jpn", "ces", "spa", "rus", "fra")),
     "de2fr": ("wmt22", [("spa", "rus", "ita", "zho", "jpn", "ces"), ("eng", "rus", "spa", "zho", "ita", "ces")],
@@ -49,6 +45,19 @@ CLASSIFICATION = {  # task -> (template, fields (multilingual one first), test f
                     "BoolQ/chatgpt_translation_train/BoolQ.train.{field}.txt-{aux}/result.txt",
                     "BoolQ/train_set/train.label.txt"),
 }
+# The WMT references (not in the release): file name with 2-letter codes, and where they are published.
+WMT_REFERENCES = {"wmt22": ("generaltest2022.{s}-{t}.ref.A.{t}", "wmt22-news-systems, txt/references/"),
+                  "wmt21": ("newstest2021.{s}-{t}.ref.A.{t}", "WMT21 test sets")}
+
+
+def label_file(task, source):
+    """The release's gold label file (relative path) of a classification test set; source: 3-letter code."""
+    return CLASSIFICATION[task][4].format(lang=languages.two_letter(source))
+
+
+def wmt_reference_name(task, source, target):
+    """The file name of a WMT test set's reference translations (generaltest2022.de-en.ref.A.en)."""
+    return WMT_REFERENCES[task][0].format(s=languages.two_letter(source), t=languages.two_letter(target))
 
 
 class DataError(Exception):
@@ -69,7 +78,7 @@ class TestSet:
     conditions: list = field(default_factory=list)  # the Conditions to build, in order
     files: dict = field(default_factory=dict)  # {"source" or (3-letter code, field): file it came from}
     split: str = "test"  # "train": only for fine-tuning data, never a prompt file
-    names: dict = field(default_factory=dict)  # {3-letter code: language name} beyond pim.prompts.LANGUAGES
+    names: dict = field(default_factory=dict)  # {3-letter code: language name} beyond pim.languages.NAMES
 
     def name(self, lang):
         return self.names.get(lang) or name_of(lang)
@@ -100,14 +109,14 @@ def is_failed(text):
 
 def code(name):
     """3-letter code of a release's 2- or 3-letter language code."""
-    return prompts.SHORT.get(name, name)
+    return languages.three_letter(name)
 
 
 def name_of(lang):
     try:
-        return prompts.LANGUAGES[lang]
+        return languages.NAMES[lang]
     except KeyError:
-        raise DataError(f"no language name for '{lang}': known codes are {', '.join(prompts.LANGUAGES)} "
+        raise DataError(f"no language name for '{lang}': known codes are {', '.join(languages.NAMES)} "
                         "(build_own.py: add one with --names CODE=Name)") from None
 
 
@@ -246,14 +255,14 @@ def load_flores(folder, langs):
     folder = Path(folder)
     found = {}
     for lang in langs:
-        if lang not in prompts.FLORES:
-            raise DataError(f"no FLORES-200 file known for '{lang}' (known: {', '.join(prompts.FLORES)})")
-        stem = prompts.FLORES[lang] + ".dev"
+        if lang not in languages.FLORES:
+            raise DataError(f"no FLORES-200 file known for '{lang}' (known: {', '.join(languages.FLORES)})")
+        stem = languages.FLORES[lang] + ".dev"
         path = next((p for p in (folder / "dev" / stem, folder / stem) if p.is_file()), folder / "dev" / stem)
         lines = read_lines(path, "FLORES-200 dev file (pass the flores200_dataset folder that holds dev/)")
-        if len(lines) != prompts.FLORES_DEV_LINES:
+        if len(lines) != languages.FLORES_DEV_LINES:
             raise DataError(f"{path} has {len(lines)} lines, but a FLORES-200 dev file has "
-                            f"{prompts.FLORES_DEV_LINES}: pass the dev split (not devtest)")
+                            f"{languages.FLORES_DEV_LINES}: pass the dev split (not devtest)")
         found[lang] = lines
     return found
 

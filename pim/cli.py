@@ -1,0 +1,91 @@
+"""What the analysis scripts share on the command line: flags, user errors, the runs they are given.
+
+An error the user can fix (a missing file, a bad flag value) is a UserError, printed as one line
+without a traceback by `user_errors`.
+"""
+import argparse
+import glob
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from pim.activation_files import FormatError
+from pim.runs import condition_order, find_runs, missing_names
+
+
+class UserError(Exception):
+    """Something the user can fix (a missing file, a bad flag value); printed without a traceback."""
+
+
+@contextmanager
+def user_errors(program):
+    """Turn user errors into a one-line message on stderr and exit status 1."""
+    try:
+        yield
+    except (UserError, FormatError) as e:
+        sys.exit(f"{program}: error: {e}")
+    except OSError as e:  # unreadable file, full disk, ...
+        sys.exit(f"{program}: error: " + ": ".join(str(x) for x in (e.filename, e.strerror or e) if x))
+
+
+def argument_parser(doc):
+    """A parser whose --help shows the script's docstring (summary, then examples); flags that are
+    unknown or abbreviated are errors."""
+    return argparse.ArgumentParser(description=doc.split("\n")[0], epilog=doc.split("\n", 1)[1], allow_abbrev=False,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_image_flags(p, width, height, dpi, width_help=""):
+    p.add_argument("--width", type=positive_int, default=width, help=f"image width in pixels (default {width})"
+                   + width_help)
+    p.add_argument("--height", type=positive_int, default=height, help=f"image height in pixels (default {height})")
+    p.add_argument("--dpi", type=positive_int, default=dpi, help=f"pixels per inch: larger makes the text larger "
+                   f"(default {dpi})")
+
+
+def proportion(text):
+    """argparse type of a proportion in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise ValueError(text)  # argparse says "invalid proportion value"
+    return value
+
+
+def positive_int(text):
+    """argparse type of a whole number > 0."""
+    value = int(text)  # ValueError: argparse says "invalid positive_int value"
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def expand(patterns, what):
+    """Existing files named by paths or glob patterns, in order, without repeats."""
+    found = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise UserError(f"no file matches {pattern} (run `make infer` first, or pass --files)")
+        for path in matches:
+            if not os.path.isfile(path):
+                raise UserError(f"{path}: no such {what} file (run `make infer` first, or pass --files)")
+            if path not in found:
+                found.append(path)
+    return [Path(p) for p in found]
+
+
+def finished_runs(results_dir, files=(), models=()):
+    """The finished runs in results_dir (those with an index file), sorted by model, then test set and
+    condition, or in the order of `files` where given; restricted to the FILE and MODEL names given.
+    A name without a run is an error."""
+    runs = find_runs(results_dir, "index", files, models)
+    for what, missing in missing_names(runs, files, models):
+        raise UserError(f"no finished run of {what} {', '.join(missing)} in {results_dir}/ (no "
+                        f"{results_dir}/<FILE>-index-<MODEL>.jsonl; run `make infer FILE=.. MODEL=..` first)")
+    if files:  # in the order given: the first is the reference of the comparison
+        return sorted(runs, key=lambda r: (r.model, list(files).index(r.file)))
+    return sorted(runs, key=lambda r: (r.model, condition_order(r)))
