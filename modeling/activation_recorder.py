@@ -37,6 +37,7 @@ from .utils import logging
 
 logger = logging.get_logger(__name__)
 
+POSITIONS = ("last", "all")  # which positions of a forward call are counted (ActivationRecorder)
 UNSUPPORTED_GENERATE_OPTIONS = {
     # option: why a recording cannot honour it
     "num_beams": "beam search reorders and prunes rows, so steps do not belong to one sequence",
@@ -55,14 +56,17 @@ class ActivationStats:
     zero_counts: int64 [rows, layers, 2], per counted step the number of neurons with activation == 0
         and <= 0; rows are grouped by sequence (batch order), each sequence's steps in order.
     steps: int64 [sequences], counted steps per sequence (sums to rows).
-    active_counts: int64 [layers, width], per neuron the number of counted steps with activation > 0.
+    active_counts: int64 [layers, width], per neuron the number of counted steps (positions="all": counted
+        positions) with activation > 0.
     width: neurons per layer.
+    tokens: the counted positions behind active_counts (positions="last": the counted steps).
     """
 
     zero_counts: torch.Tensor
     steps: torch.Tensor
     active_counts: torch.Tensor
     width: int
+    tokens: int = 0
 
     def ratios(self):
         """float64 [rows, layers, 2]: the shares eq_zero and le_zero of the paper's ratio file."""
@@ -116,9 +120,27 @@ class _DeviceGroup:
 class ActivationRecorder:
     """Accumulates the statistics on the devices of the layers; see the module docstring."""
 
-    def __init__(self, num_layers, files=None):
+    def __init__(self, num_layers, files=None, positions="last", deactivate=None):
+        """positions: "last" (the paper's: the last position of each forward call) or "all" (every non-pad
+        position, for corpus statistics); deactivate: {layer: neuron ids} whose activation is set to 0."""
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
         self.num_layers = num_layers
         self.files = _check_files(files) if files is not None else None
+        self.positions = positions
+        self._off = [None] * num_layers  # per layer: neuron ids to switch off (CPU, then on the layer's device)
+        for layer, ids in (deactivate or {}).items():
+            if not 0 <= int(layer) < num_layers:
+                raise ValueError(f"deactivate: layer {layer} does not exist (the model has {num_layers} layers)")
+            ids = torch.as_tensor(ids, dtype=torch.long).flatten()
+            self._off[int(layer)] = ids if ids.numel() else None
+        self._off_on_device = [None] * num_layers
+        self._eos_ids = None
+        self._outside = False  # the open call was opened by a forward call outside generate
+        self._position_counts = [None] * num_layers  # positions="all": per layer int64 [width], this call
+        self._position_mask = None  # positions="all": bool [batch, seq, 1] of this forward call's counted positions
+        self._tokens = None  # positions="all": counted positions of this call (a device scalar)
+        self._finished = None  # positions="all", in generate: rows that have emitted EOS
         self.width = None
         self.active_counts = None  # int64 [layers, width] on the CPU, running total since start/reset
         self._pending = [None] * num_layers  # each layer's activation of the current step
@@ -131,11 +153,57 @@ class ActivationRecorder:
 
     # -- called by the patched modeling code ----------------------------------------------------
     def record(self, layer, activation):
-        """Keep the last position of one layer's activation [batch, seq, width] for this step."""
+        """Keep the last position of one layer's activation [batch, seq, width] for this step; return the
+        activation the model goes on with (its deactivated neurons set to 0)."""
+        off = self._off_on_device[layer]
+        if off is None and self._off[layer] is not None:  # first use: check on the CPU, then keep on the device
+            off = self._off[layer]
+            if int(off.max()) >= activation.shape[-1] or int(off.min()) < 0:
+                raise ValueError(f"deactivate: layer {layer} has {activation.shape[-1]} neurons, neuron ids "
+                                 f"{int(off.min())}..{int(off.max())} are out of range")
+            off = self._off_on_device[layer] = off.to(activation.device)
+        if off is not None:
+            activation = activation.index_fill(-1, off, 0)
+        if self.positions == "all":
+            self._count_positions(layer, activation)
         if activation.shape[1] == 1:
             self._pending[layer] = activation
         else:  # prefill: copy, so the whole prompt's activations are not kept alive
             self._pending[layer] = activation[:, -1:].detach().clone()
+        return activation
+
+    def begin_forward(self, input_ids, attention_mask, length):
+        """positions="all": before a forward call of `length` positions, which of them count (no host sync).
+
+        A position counts if its attention mask is 1 and, inside generate, its row has not fed back an EOS
+        token yet (the positions after EOS are padding that generate keeps running)."""
+        given = attention_mask if attention_mask is not None else input_ids
+        self._close_if_batch_changed(given.shape[0] if given is not None else None)
+        device = given.device
+        if self._step in (None, 0) or self._finished is None:  # a new call: no row has finished
+            self._finished = None
+        mask = (attention_mask[:, -length:] != 0) if attention_mask is not None else None
+        if self._step and self._eos_ids and input_ids is not None:  # a decode step of generate
+            eos = torch.tensor(self._eos_ids, device=device)
+            hit = torch.isin(input_ids[:, -1], eos)
+            self._finished = hit if self._finished is None else self._finished | hit
+        if self._finished is not None:
+            mask = ~self._finished[:, None] if mask is None else mask & ~self._finished[:, None]
+        self._position_mask = None if mask is None else mask[..., None]
+        counted = torch.tensor(length * len(input_ids if input_ids is not None else attention_mask), device=device) \
+            if mask is None else mask.sum()
+        self._tokens = counted if self._tokens is None else self._tokens + counted
+
+    def _count_positions(self, layer, activation):
+        positive = activation > 0
+        mask = self._position_mask
+        if mask is not None:
+            positive &= mask if mask.device == activation.device else mask.to(activation.device, non_blocking=True)
+        counts = positive.sum((0, 1))
+        if self._position_counts[layer] is None:
+            self._position_counts[layer] = counts
+        else:
+            self._position_counts[layer] += counts
 
     def end_step(self, input_ids):
         """After the last layer: update all counters, on the device of each layer; no host sync.
@@ -148,9 +216,11 @@ class ActivationRecorder:
         if torch.is_grad_enabled():  # out= does not take tensors that require grad
             with torch.no_grad():
                 return self.end_step(input_ids)
+        self._close_if_batch_changed(self._pending[0].shape[0] if self._pending[0] is not None else None)
         t = self._step
         if t is None:  # a forward call outside generate opens a call
             self._begin(eos_token_ids=None, capacity=64)
+            self._outside = True
             t = 0
         if t == 0:
             self._allocate()
@@ -177,8 +247,14 @@ class ActivationRecorder:
         self._step = t + 1
 
     # -- call boundaries (ActivationRecordingMixin.generate) --------------------------------------
+    def _close_if_batch_changed(self, batch):
+        """Forward calls outside generate form one call while their batch size stays the same."""
+        if self._step and self._outside and batch is not None and batch != self._batch:
+            self._end()
+
     def _begin(self, eos_token_ids, capacity):
         self._step = 0
+        self._outside = False
         self._eos_ids = eos_token_ids
         self._capacity = max(int(capacity), 1)
 
@@ -244,7 +320,12 @@ class ActivationRecorder:
             zero_counts[:, group.layers] = group.zero_counts[:steps_run, :, :, :, 0].cpu().permute(0, 2, 3, 1).long()
             counts[group.layers] = group.active_counts[:, 0].cpu().long()
         rows = torch.cat([zero_counts[active[:, b], :, b] for b in range(self._batch)])
-        stats = ActivationStats(rows, active.sum(0), counts, self.width)
+        tokens = len(rows)
+        if self.positions == "all":
+            counts = torch.stack([c.cpu() for c in self._position_counts]).long()
+            tokens = int(self._tokens)
+            self._position_counts, self._tokens, self._finished = [None] * self.num_layers, None, None
+        stats = ActivationStats(rows, active.sum(0), counts, self.width, tokens)
         self.active_counts += counts
         if self.files is not None:
             _append_ratio_rows(self.files[0], stats)
@@ -256,6 +337,7 @@ class ActivationRecorder:
     def _abort(self):
         self._step = None
         self._pending = [None] * self.num_layers
+        self._position_counts, self._tokens, self._finished = [None] * self.num_layers, None, None
 
     # -- reading ----------------------------------------------------------------------------------
     def take(self):
@@ -266,7 +348,8 @@ class ActivationRecorder:
         if not calls:
             return None
         return ActivationStats(torch.cat([c.zero_counts for c in calls]), torch.cat([c.steps for c in calls]),
-                               functools.reduce(torch.add, [c.active_counts for c in calls]), calls[0].width)
+                               functools.reduce(torch.add, [c.active_counts for c in calls]), calls[0].width,
+                               sum(c.tokens for c in calls))
 
     def reset(self):
         """Forget everything recorded so far (the running total included)."""
@@ -307,11 +390,13 @@ class ActivationRecordingMixin:
 
     activation_recorder = None
 
-    def start_activation_recording(self, files=None, attach="patch"):
+    def start_activation_recording(self, files=None, attach="patch", positions="last", deactivate=None):
         """Record from now on; files=[ratio_path, index_path] writes the paper's files after each generate.
 
         attach="patch": the patched MLPs report their activation (the default); "hooks": forward hooks on
         each decoder layer's activation module, for architectures without a patch (same files).
+        positions="all": the index counts every non-pad position of every forward call, not only the last.
+        deactivate={layer: [neuron, ...]}: those neurons' activation is set to 0 at the site.
         """
         if self.activation_recorder is not None:
             raise RuntimeError("activation recording is already on; stop_activation_recording() first")
@@ -319,7 +404,7 @@ class ActivationRecordingMixin:
             raise ValueError(f"attach must be 'patch' or 'hooks', got {attach!r}")
         num_layers = self.config.get_text_config().num_hidden_layers
         if attach == "hooks":
-            recorder = ActivationRecorder(num_layers, files)
+            recorder = ActivationRecorder(num_layers, files, positions, deactivate)
             recorder.hooks = _attach_hooks(self, recorder)
             self.activation_recorder = recorder
             return recorder
@@ -331,11 +416,13 @@ class ActivationRecordingMixin:
         owners = [n for n in names if not any(n.startswith(f"{o}.") for o in names)]
         if not owners:
             raise RuntimeError(f"{type(self).__name__} has no patched model that calls the recorder")
-        recorder = ActivationRecorder(len(mlps), files)
+        recorder = ActivationRecorder(len(mlps), files, positions, deactivate)
         for layer, mlp in enumerate(mlps):
             mlp.record_activation = functools.partial(recorder.record, layer)
         for name in owners:
             self.get_submodule(name).activation_recorder = recorder
+        if positions == "all":
+            recorder.hooks = [self.register_forward_pre_hook(_positions_hook(recorder), with_kwargs=True)]
         self.activation_recorder = recorder
         return recorder
 
@@ -379,7 +466,21 @@ class ActivationRecordingMixin:
         return out
 
 
-def start_recording(model, files=None, attach=None):
+def _forward_inputs(args, kwargs):
+    """(input_ids, attention_mask, length) of a causal LM's forward call."""
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    embeds = kwargs.get("inputs_embeds")
+    return ids, kwargs.get("attention_mask"), (ids if ids is not None else embeds).shape[1]
+
+
+def _positions_hook(recorder):
+    """A forward pre-hook that tells a positions="all" recorder which positions of the call count."""
+    def hook(module, args, kwargs):
+        recorder.begin_forward(*_forward_inputs(args, kwargs))
+    return hook
+
+
+def start_recording(model, files=None, attach=None, positions="last", deactivate=None):
     """Start recording on any causal LM: by its patch when it has one, else by forward hooks.
 
     attach=None chooses ("patch" for the patched classes, "hooks" otherwise); "hooks" also works on a
@@ -396,7 +497,7 @@ def start_recording(model, files=None, attach=None):
     if not isinstance(model, ActivationRecordingMixin):
         cls = type(model)
         model.__class__ = type(cls.__name__, (ActivationRecordingMixin, cls), {"__module__": cls.__module__})
-    return model.start_activation_recording(files, attach=attach)
+    return model.start_activation_recording(files, attach=attach, positions=positions, deactivate=deactivate)
 
 
 # -- hook mode: any dense causal LM whose decoder layers have an MLP activation module ------------------
@@ -452,11 +553,14 @@ def _attach_hooks(model, recorder):
     def on_activation(layer):
         def hook(module, args, output):
             fired[layer] += 1
-            recorder.record(layer, output)
+            return recorder.record(layer, output)  # the output the model goes on with (deactivation)
         return hook
 
     def on_forward_start(module, args, kwargs):  # the ids of the whole model: an inner text model may get embeddings
-        input_ids[0] = kwargs.get("input_ids", args[0] if args else None)
+        ids, mask, length = _forward_inputs(args, kwargs)
+        input_ids[0] = ids
+        if recorder.positions == "all":
+            recorder.begin_forward(ids, mask, length)
 
     def on_forward_end(module, args, kwargs, output):
         if fired != [1] * len(sites):

@@ -312,7 +312,7 @@ class BloomAttention(nn.Module):
 
 
 class BloomMLP(nn.Module):
-    record_activation = None  # activation-recorder: set by start_activation_recording()
+    record_activation = None  # activation-recorder: set by start_activation_recording(), returns the site
 
     def __init__(self, config: BloomConfig):
         super().__init__()
@@ -329,7 +329,7 @@ class BloomMLP(nn.Module):
         hidden_states = self.gelu_impl(self.dense_h_to_4h(hidden_states))
         # >>> activation-recorder: the measured site, the GELU output
         if self.record_activation is not None:
-            self.record_activation(hidden_states)
+            hidden_states = self.record_activation(hidden_states)  # deactivated neurons come back as 0
         # <<< activation-recorder
 
         if self.pretraining_tp > 1 and self.slow_but_exact:

@@ -162,7 +162,7 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
 
 
 class LlamaMLP(nn.Module):
-    record_activation = None  # activation-recorder: set by start_activation_recording()
+    record_activation = None  # activation-recorder: set by start_activation_recording(), returns the site
 
     def __init__(self, config):
         super().__init__()
@@ -178,7 +178,7 @@ class LlamaMLP(nn.Module):
         # >>> activation-recorder: the measured site is the SiLU of the gate alone, before `* up_proj(x)`
         gate = self.act_fn(self.gate_proj(x))
         if self.record_activation is not None:
-            self.record_activation(gate)
+            gate = self.record_activation(gate)  # deactivated neurons come back as 0
         down_proj = self.down_proj(gate * self.up_proj(x))
         # <<< activation-recorder
         return down_proj

@@ -34,7 +34,7 @@ from .configuration_qwen2 import Qwen2Config
 
 
 class Qwen2MLP(nn.Module):
-    record_activation = None  # activation-recorder: set by start_activation_recording()
+    record_activation = None  # activation-recorder: set by start_activation_recording(), returns the site
 
     def __init__(self, config):
         super().__init__()
@@ -50,7 +50,7 @@ class Qwen2MLP(nn.Module):
         # >>> activation-recorder: the measured site is the SiLU of the gate alone, before `* up_proj(x)`
         gate = self.act_fn(self.gate_proj(x))
         if self.record_activation is not None:
-            self.record_activation(gate)
+            gate = self.record_activation(gate)  # deactivated neurons come back as 0
         down_proj = self.down_proj(gate * self.up_proj(x))
         # <<< activation-recorder
         return down_proj
