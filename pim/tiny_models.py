@@ -35,8 +35,10 @@ def train_tokenizer(texts, vocab_size=600):
     return PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", **SPECIAL_TOKENS)
 
 
-def build_tiny_model(arch, folder, texts, seed=0, **overrides):
-    """Write a random-init `arch` model and its tokenizer to `folder`; return the folder."""
+def build_tiny_model(arch, folder, texts, seed=0, exact_zeros=True, **overrides):
+    """Write a random-init `arch` model and its tokenizer to `folder`; return the folder.
+
+    exact_zeros: plant exact zeros at the site (plant_exact_zeros; the tests want them, the demo not)."""
     import torch
     from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM
 
@@ -54,7 +56,8 @@ def build_tiny_model(arch, folder, texts, seed=0, **overrides):
     config = AutoConfig.for_model(arch, **{"tie_word_embeddings": True, **tokens, **params})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plant_exact_zeros(model, arch)
+    if exact_zeros:
+        plant_exact_zeros(model, arch)
     model.generation_config.pad_token_id = ids["pad_token"]
     folder = Path(folder)
     model.save_pretrained(folder)
