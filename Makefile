@@ -90,9 +90,10 @@ DATA_OUT ?= data
 DATA_FLAGS = --release $(DATA_OUT)/release $(if $(FLORES),--flores '$(FLORES)') $(if $(FAILED),--failed $(FAILED))
 .PHONY: data-list
 
-data: $(SETUP) ## fetch the paper's release, build data/<condition>.txt and data/llamafactory/ (DATA_URL= FLORES= FAILED=)
+data: $(SETUP) ## fetch the paper's release, build data/<condition>.txt, data/corpus-<lang>.txt and data/llamafactory/ (DATA_URL= FLORES= FAILED=)
 	$(PY) data/fetch_release.py --dest $(DATA_OUT)/release $(if $(DATA_URL),--url '$(DATA_URL)')
 	$(PY) data/build_prompts.py $(DATA_FLAGS) --out $(DATA_OUT)
+	$(PY) data/build_corpora.py --release $(DATA_OUT)/release --out $(DATA_OUT)
 	$(PY) data/export_llamafactory.py $(DATA_FLAGS) --out $(DATA_OUT)/llamafactory
 
 data-list: $(SETUP) ## list every condition of the fetched release and why some cannot be built
