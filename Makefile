@@ -15,7 +15,7 @@ SRC_FLAG := $(if $(TRANSFORMERS_SRC),--src $(TRANSFORMERS_SRC))
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
-.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench convert-qwen1
+.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench convert-qwen1 corpus lape ppl
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,11 @@ INFER = $(if $(filter-out 1,$(NPROC)),$(PY) -m accelerate.commands.launch --mult
 	$(LAUNCH_ARGS),$(PY))
 DEMO_MODELS := tiny-bloom tiny-qwen2
 DEMO_FILES := sample-deu2eng sample-GPT4-deu_spa_rus_fra2eng
+DEMO_LANGS := deu eng spa rus fra
+# the demo's LAPE pass: corpora data/sample-corpus-<lang>.txt, short texts, 5% of the neurons (the models are tiny)
+DEMO_LAPE = OMP_NUM_THREADS=1 $(PY) scripts/corpus_activate.py --file $(DEMO_LANGS:%=sample-corpus-%) --model $$model \
+		--max-length 32 --overwrite && $(PY) analysis/language_neurons.py --model $$model --prefix sample-corpus- \
+		--top-rate 0.05 && OMP_NUM_THREADS=1 $(PY) scripts/perplexity.py --model $$model --prefix sample-corpus- --max-length 32
 
 infer: patch ## generate for data/$(FILE).txt with $(MODEL), record (BATCH= MAX_NEW_TOKENS= DTYPE= NPROC= ARGS=)
 	$(INFER) scripts/infer_activate.py --file $(FILE) --model $(MODEL) --batch-size $(BATCH) \
@@ -75,6 +80,10 @@ demo: patch demo-models ## the whole pipeline on the tiny models: inference on d
 		$(PY) scripts/infer_activate.py --file $$file --model $$model --overwrite || exit 1; \
 	done; done
 	@if grep -q '^plots:' $(MAKEFILE_LIST); then $(MAKE) --no-print-directory plots FILES="$(DEMO_FILES)"; fi
+	@for model in $(DEMO_MODELS); do echo "--- LAPE with $$model"; $(DEMO_LAPE) || exit 1; done
+	@echo "--- sample-deu2eng with tiny-bloom, German neurons off"
+	OMP_NUM_THREADS=1 $(PY) scripts/infer_activate.py --file sample-deu2eng --model tiny-bloom --overwrite \
+		--deactivate results/neurons/tiny-bloom-language-neurons.json:deu
 	$(MAKE) --no-print-directory eval REF=data/sample-deu2eng.ref.eng FILES="$(DEMO_FILES)"
 
 # --- data (data/) ---
@@ -90,9 +99,10 @@ DATA_OUT ?= data
 DATA_FLAGS = --release $(DATA_OUT)/release $(if $(FLORES),--flores '$(FLORES)') $(if $(FAILED),--failed $(FAILED))
 .PHONY: data-list
 
-data: $(SETUP) ## fetch the paper's release, build data/<condition>.txt and data/llamafactory/ (DATA_URL= FLORES= FAILED=)
+data: $(SETUP) ## fetch the paper's release, build data/<condition>.txt, data/corpus-<lang>.txt and data/llamafactory/ (DATA_URL= FLORES= FAILED=)
 	$(PY) data/fetch_release.py --dest $(DATA_OUT)/release $(if $(DATA_URL),--url '$(DATA_URL)')
 	$(PY) data/build_prompts.py $(DATA_FLAGS) --out $(DATA_OUT)
+	$(PY) data/build_corpora.py --release $(DATA_OUT)/release --out $(DATA_OUT)
 	$(PY) data/export_llamafactory.py $(DATA_FLAGS) --out $(DATA_OUT)/llamafactory
 
 data-list: $(SETUP) ## list every condition of the fetched release and why some cannot be built
@@ -122,6 +132,22 @@ eval: $(SETUP) ## score results/ (BLEU/chrF, accuracy) into results/tables/eval-
 	$(PY) analysis/evaluate.py $(foreach r,$(REF),--ref $(r)) $(if $(EVAL_FILES),--files $(EVAL_FILES)) \
 		$(if $(EVAL_MODEL),--models $(EVAL_MODEL)) $(if $(RELEASE),--release $(RELEASE)) \
 		$(foreach p,$(PRED),--predictions $(p)) $(ARGS)
+
+# --- language-specific neurons (LAPE) and deactivation (docs/lape.md) ---
+# MAX_LENGTH: tokens per corpus text at most; LANGS: languages (3-letter codes; default: all found)
+MAX_LENGTH ?= 512
+LANGS ?=
+
+corpus: patch ## count neurons over data/$(FILE).txt teacher-forced, every token (FILE=corpus-<lang> MODEL= MAX_LENGTH= BATCH= ARGS=)
+	$(PY) scripts/corpus_activate.py --file $(FILE) --model $(MODEL) --max-length $(MAX_LENGTH) --batch-size $(BATCH) \
+		--dtype $(DTYPE) $(ARGS)
+
+lape: $(SETUP) ## language-specific neurons of $(MODEL) from its corpus runs into results/neurons, tables, figures (LANGS= ARGS=)
+	$(PY) analysis/language_neurons.py --model $(MODEL) $(if $(LANGS),--langs $(LANGS)) $(ARGS)
+
+ppl: patch ## perplexity of each corpus with each language's neurons off: results/{tables,figures}/$(MODEL)-perplexity.* (LANGS= ARGS=)
+	$(PY) scripts/perplexity.py --model $(MODEL) $(if $(LANGS),--langs $(LANGS)) --max-length $(MAX_LENGTH) \
+		--batch-size $(BATCH) --dtype $(DTYPE) $(ARGS)
 
 # --- benchmark ---
 bench: patch ## tokens/s with recording on vs stock, into results/benchmark.json (ARGS='--preset 7b --reps 9 ...')

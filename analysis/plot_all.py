@@ -18,6 +18,7 @@ from tqdm import tqdm
 from pim import cli
 from pim.activation_files import FormatError
 from pim.comparison import report
+from pim.corpus_runs import is_corpus_run
 from pim.heatmap import draw as draw_heatmap
 from pim.heatmap import title_of
 from pim.neuron_stats import load
@@ -43,6 +44,10 @@ def plot_all(results_dir, files=(), models=(), proportion=SELECT_PROPORTION, top
     if not results.is_dir():
         raise cli.UserError(f"{results}/ does not exist: run `make infer` (or `make demo`) first")
     runs = cli.finished_runs(results, files, models)
+    corpus = [r for r in runs if is_corpus_run(r)]  # corpus statistics (make corpus): LAPE's, not these analyses'
+    if corpus:
+        tqdm.write(f"skipped {len(corpus)} corpus runs (make lape reads them): " + ", ".join(r.file for r in corpus))
+        runs = [r for r in runs if not is_corpus_run(r)]
     if not runs:
         raise cli.UserError(f"no finished runs in {results}/ (no <FILE>-index-<MODEL>.jsonl): "
                                "run `make infer` (or `make demo`) first")

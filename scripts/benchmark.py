@@ -40,6 +40,8 @@ OUT = "results/benchmark.json"  # the cases as JSON; '' writes nothing
 PROFILE = False  # instead of timing: profile decode steps with recording on and off
 PROFILE_STEPS = 8  # decode steps the profile measures (the difference of two generate lengths)
 PROFILE_OUT = "results/profile.json"  # the profile's findings as JSON; '' writes nothing
+DEACTIVATE_SHARE = 0.01  # also time recording with this share of each layer's neurons switched off; 0: not
+DEACTIVATE_REPS = 3  # timed pairs (recording, recording with neurons off) per case for that
 
 ROOT = Path(__file__).resolve().parent.parent
 EOS_ID, PAD_ID = 2, 3  # special token ids of the synthetic vocabulary; prompts avoid them
@@ -74,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument("--profile", default=PROFILE, action=argparse.BooleanOptionalAction,
                    help="profile decode steps (ops and host syncs per step, recording on vs off) instead of timing")
     p.add_argument("--profile-steps", type=int, default=PROFILE_STEPS, help="decode steps the profile measures")
+    p.add_argument("--deactivate-share", type=float, default=DEACTIVATE_SHARE,
+                   help="also time recording with this share of each layer's neurons off (LAPE; 0: not)")
+    p.add_argument("--deactivate-reps", type=int, default=DEACTIVATE_REPS, help="timed pairs for --deactivate-share")
     p.add_argument("--profile-out", default=PROFILE_OUT, help="JSON of the profile ('' writes nothing)")
     args = p.parse_args(argv)
     for name in ("new_tokens", "prompt_len", "reps", "profile_steps"):
@@ -191,6 +196,40 @@ def time_case(model, batch, args):
         if not ids.is_cuda:  # tokens per second of process CPU time: blind to other processes taking the cores
             case[arm]["ratio_cpu_time"] = statistics.median(cpu[arm]) / statistics.median(cpu[False])
     return case
+
+
+def deactivation_case(model, batch, args):
+    """Recording (patch) with and without args.deactivate_share of each layer's neurons switched off,
+    interleaved: what switching neurons off costs (a masked fill per layer and forward call)."""
+    import torch
+
+    ids, mask = prompts(model, batch, args.prompt_len, args.seed)
+    layers, width = model.config.num_hidden_layers, model.config.intermediate_size if getattr(
+        model.config, "intermediate_size", None) else 4 * model.config.hidden_size
+    g = torch.Generator().manual_seed(args.seed)
+    count = max(1, round(width * args.deactivate_share))
+    off = {layer: torch.randperm(width, generator=g)[:count].tolist() for layer in range(layers)}
+    rates = {False: [], True: []}
+    for rep in range(1 + args.deactivate_reps):
+        for arm in ((False, True) if rep % 2 == 0 else (True, False)):
+            model.start_activation_recording(deactivate=off if arm else None)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
+                               min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+                model.activation_recorder.take()
+            if ids.is_cuda:
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            model.stop_activation_recording()
+            model.activation_recorder = None
+            if rep:
+                rates[arm].append(batch * args.new_tokens / seconds)
+    ratio = statistics.median(rates[True]) / statistics.median(rates[False])
+    print(f"  neurons off ({count} of {width} per layer): {statistics.median(rates[True]):.1f} tok/s vs "
+          f"{statistics.median(rates[False]):.1f} recording alone, ratio {ratio:.3f}", file=sys.stderr)
+    return dict(share=args.deactivate_share, neurons_per_layer=count, tok_per_s=statistics.median(rates[True]),
+                tok_per_s_recording=statistics.median(rates[False]), ratio=ratio)
 
 
 def spread(values):
@@ -368,6 +407,8 @@ def main(argv=None):
                         prompt_len=args.prompt_len, reps=args.reps, warmup=args.warmup, machine=machine,
                         torch=torch.__version__, transformers=transformers.__version__,
                         **time_case(model, batch, args))
+            if args.deactivate_share > 0:
+                case["deactivate"] = deactivation_case(model, batch, args)
             cases.append(case)
             print(f"{arch} batch {batch}: stock {case['tok_per_s_stock']:.1f} tok/s, " + ", ".join(
                 f"{arm} {case[arm]['tok_per_s']:.1f} tok/s (ratio {case[arm]['ratio']:.3f})" for arm in args.attach),

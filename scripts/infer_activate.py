@@ -44,6 +44,7 @@ TEMPERATURE = 0.01  # used with --do-sample
 SEED = 42  # sampling seed; each batch uses SEED + the index of its first prompt
 OVERWRITE = False  # redo a finished run, or replace files that are not an unfinished run of this project
 ATTACH = "auto"  # how the recorder attaches: patch, hooks (any dense causal LM), auto (patch where there is one)
+DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons off (pim/deactivation.py); MODEL gets -off-<LANG>
 
 from pim.activation_files import escape_newlines, ratio_lines, unescape_newlines
 from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by
@@ -95,6 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--attach", default=ATTACH, choices=["auto", PATCH, HOOKS],
                    help="record through the patched modeling code, or forward hooks on the MLP activation modules "
                         "(same files; auto: the patch where pim/architectures.py has one, else hooks with a notice)")
+    p.add_argument("--deactivate", default=DEACTIVATE, metavar="FILE.json[:LANG]",
+                   help="switch off the neurons of a language-neurons file (make lape; all languages, or LANG's): "
+                        "the results' MODEL part becomes <MODEL>-off-<LANG> (or -off-all)")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.batch_size < 1:
         p.error("--max-new-tokens and --batch-size must be at least 1")
@@ -221,8 +225,15 @@ def load_model(args):
     transformers.utils.logging.disable_progress_bar()  # one progress bar: ours
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map, max_memory=max_memory,
                                                  offload_folder=args.offload_folder).eval()
+    args.deactivate_info, off = None, None
+    if getattr(args, "deactivate", None):
+        from pim.deactivation import DeactivationError, load_deactivation
+        try:
+            off, args.deactivate_info = load_deactivation(args.deactivate, config)
+        except DeactivationError as e:
+            raise UserError(str(e)) from None
     try:
-        start_recording(model, attach=attach)
+        start_recording(model, attach=attach, deactivate=off)
     except (ValueError, RuntimeError) as e:
         raise UserError(f"model {args.model!r}: {e}") from None
     tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
@@ -267,8 +278,10 @@ def run_manifest(args, loaded, input_path, prompts, shard=None, prompt_range=Non
         "transformers": patch.TRANSFORMERS_VERSION, "patches_sha256": patch.PATCHES_SHA256,
         "input": "stdin" if interactive else str(input_path),
         "input_sha256": None if interactive else hashlib.sha256(input_path.read_bytes()).hexdigest(),
+        "deactivate": getattr(args, "deactivate_info", None),
     }
-    info = {"model": run_name(args.model), "found_as": loaded.found, "torch": torch.__version__,
+    info = {"model": run_name(args.model, getattr(args, "deactivate", None)), "found_as": loaded.found,
+            "torch": torch.__version__,
             "attach": loaded.attach,
             "devices": {k: str(v) for k, v in getattr(model, "hf_device_map", {"": model.device}).items()},
             "layers": config.num_hidden_layers, "generation_config": model.generation_config.to_diff_dict(),
@@ -316,9 +329,11 @@ class Generator:
         return texts, ratio_lines(stats.zero_counts, stats.width), stats.active_counts.numpy(), sum(steps)
 
 
-def run_name(model):
-    """The <MODEL> part of the file names: the alias or folder name, the last part of a hub id or path."""
-    return Path(model.rstrip("/")).name
+def run_name(model, deactivate=None):
+    """The <MODEL> part of the file names: the alias or folder name, the last part of a hub id or path;
+    with --deactivate, plus -off-<LANG> (pim/deactivation.run_suffix)."""
+    from pim.deactivation import run_suffix
+    return Path(model.rstrip("/")).name + run_suffix(deactivate)
 
 
 def launched():
@@ -338,7 +353,7 @@ def run(args):
     prompts = None if interactive else read_prompts(input_path)
     state = launched()
     shard = process_shard(args, state)
-    name, results_dir, first, total = run_name(args.model), Path(args.results_dir), 0, None
+    name, results_dir, first, total = run_name(args.model, args.deactivate), Path(args.results_dir), 0, None
     merged = read_manifest(run_paths(results_dir, args.file, name)["manifest"])
     if state and not args.overwrite and merged and merged.get("status") == "finished":
         raise RunRefused(f"{run_paths(results_dir, args.file, name)['manifest']} is a finished run; "
@@ -381,9 +396,10 @@ def merge_ranks(state, args, shard, command):
     """Launched with several processes: when all are done, rank 0 merges their shards."""
     state.wait_for_everyone()
     if state.is_main_process:
-        merged = merge_shards(args.results_dir, args.file, run_name(args.model), overwrite=args.overwrite,
+        merged = merge_shards(args.results_dir, args.file, run_name(args.model, args.deactivate), overwrite=args.overwrite,
                               command=command)
-        print(f"merged {shard[1]} shards into {merged['result'].parent}/{args.file}-*-{run_name(args.model)}.*",
+        print(f"merged {shard[1]} shards into {merged['result'].parent}/{args.file}-*-"
+              f"{run_name(args.model, args.deactivate)}.*",
               file=sys.stderr)
     state.wait_for_everyone()
 

@@ -1,0 +1,81 @@
+"""Switching language-specific neurons off: the neurons of a language-neurons JSON file as {layer: [ids]}.
+
+A deactivation is given as FILE.json (every language's neurons) or FILE.json:LANG (one language's),
+FILE the output of analysis/language_neurons.py (results/neurons/<MODEL>-language-neurons.json, docs/lape.md).
+The recorder (transformers.activation_recorder.start_recording(..., deactivate=)) sets their activation
+to 0 at the recorded site. Runs made with a deactivation get a MODEL name with a suffix (run_suffix),
+so that they sit beside the model's plain runs: <MODEL>-off-<lang>, or <MODEL>-off-all.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+
+class DeactivationError(ValueError):
+    """A neuron file that cannot be used with this model; the message names the file."""
+
+
+def split_spec(spec):
+    """(path, language or None) of FILE.json[:LANG]."""
+    text = str(spec)
+    head, sep, tail = text.rpartition(":")
+    if sep and head.endswith(".json") and tail and "/" not in tail:
+        return Path(head), tail
+    return Path(text), None
+
+
+def run_suffix(spec):
+    """The suffix of the MODEL part of a run's file names: -off-<lang>, -off-all; '' without a deactivation."""
+    if not spec:
+        return ""
+    return f"-off-{split_spec(spec)[1] or 'all'}"
+
+
+def mlp_shape(config):
+    """(layers, neurons per layer) of a model config: intermediate_size, or 4 x hidden_size (BLOOM)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    width = getattr(text, "intermediate_size", None) or 4 * text.hidden_size
+    return text.num_hidden_layers, width
+
+
+def read_neurons(path):
+    """The JSON object of a language-neurons file, checked for its shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeactivationError(f"{path}: no such file (write it with `make lape MODEL=...`)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DeactivationError(f"{path}: not JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("neurons"), dict):
+        raise DeactivationError(f"{path}: not a language-neurons file (no \"neurons\": {{language: [[layer, neuron], ...]}})")
+    return data
+
+
+def load_deactivation(spec, config):
+    """({layer: sorted neuron ids}, what the manifest records) of FILE.json[:LANG] for a model `config`.
+
+    Refused, naming the file: an unknown language, a pair that is not [layer, neuron], a layer or a
+    neuron index out of range (the width is the config's intermediate_size, 4 x hidden_size for BLOOM)."""
+    path, lang = split_spec(spec)
+    data = read_neurons(path)
+    neurons = data["neurons"]
+    if lang is not None and lang not in neurons:
+        raise DeactivationError(f"{path}: no language {lang!r}; it has {', '.join(neurons) or 'none'}")
+    layers, width = mlp_shape(config)
+    off = {}
+    for name in [lang] if lang else list(neurons):
+        for pair in neurons[name]:
+            if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair)):
+                raise DeactivationError(f"{path}: {name}: {pair!r} is not a pair [layer, neuron]")
+            layer, neuron = pair
+            if not 0 <= layer < layers:
+                raise DeactivationError(f"{path}: {name}: layer {layer} does not exist (the model has {layers} layers)")
+            if not 0 <= neuron < width:
+                raise DeactivationError(f"{path}: {name}: neuron {neuron} of layer {layer} is out of range (the "
+                                        f"model's MLP has {width} neurons per layer)")
+            off.setdefault(layer, set()).add(neuron)
+    off = {layer: sorted(ids) for layer, ids in sorted(off.items())}
+    info = {"file": str(path), "language": lang or "all", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "neurons": sum(map(len, off.values())), "model": data.get("model")}
+    return off, info

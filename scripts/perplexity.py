@@ -1,0 +1,165 @@
+"""Perplexity of each language's corpus, as is and with each language's specific neurons switched off.
+
+    make ppl MODEL=bloom-7b1                          # the languages of results/neurons/<MODEL>-language-neurons.json
+    make ppl MODEL=bloom-7b1 LANGS="deu fra" ARGS="--max-lines 500"
+    python scripts/perplexity.py --model tiny-bloom --prefix sample-corpus- --max-length 64
+
+For every evaluated language E (data/<PREFIX><E>.txt, teacher-forced, texts cut to --max-length tokens,
+left-padded batches) the perplexity exp(mean token NLL over the non-pad positions; each text's first
+token is not scored), once without deactivation and once per deactivated language D with D's neurons
+of the language-neurons file set to 0 at the recorded site (pim/deactivation.py). Writes
+  results/tables/<MODEL>-perplexity.{csv,md}   every (deactivated, evaluated) pair: tokens, perplexity, change
+  results/figures/<MODEL>-perplexity.png       the language x language matrix of the change in perplexity
+                                               (rows: deactivated language, columns: evaluated language)
+"""
+import math
+import sys
+from pathlib import Path
+
+# Defaults; every one has a flag (--help).
+MODEL = "tiny-bloom"  # a folder models/<MODEL>/, an alias (README), or a hub id or path
+LANGS = []  # languages, 3-letter codes; []: those of the neuron file
+PREFIX = "corpus-"  # the corpora are <DATA_DIR>/<PREFIX><lang>.txt (make data; the demo: sample-corpus-)
+NEURONS = None  # the language-neurons file; None: <RESULTS_DIR>/neurons/<MODEL>-language-neurons.json
+DATA_DIR = "data"  # where the corpora are
+RESULTS_DIR = "results"  # tables/ and figures/ are written inside it
+MAX_LENGTH = 512  # tokens per text at most, as for the corpus runs
+MAX_LINES = None  # score only the first N texts of each corpus; None: all
+BATCH_SIZE = 8  # texts per forward call
+DTYPE = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
+WIDTH, HEIGHT, DPI = 900, 800, 100  # the figure, in pixels
+
+from pim import cli
+from pim.deactivation import DeactivationError, load_deactivation, read_neurons
+from pim.figures import save_figure
+from pim.tables import csv_text, markdown_table, write_text
+from pim.teacher_forcing import encode, left_padded, load, nll_sum, read_texts
+
+
+def build_parser():
+    p = cli.argument_parser(__doc__)
+    p.add_argument("--model", default=MODEL, help=f"folder models/<MODEL>/, alias, or hub id/path (default {MODEL})")
+    p.add_argument("--langs", nargs="+", default=LANGS, metavar="LANG", help="languages (default: the neuron file's)")
+    p.add_argument("--prefix", default=PREFIX, help=f"corpora are <DATA_DIR>/<PREFIX><lang>.txt (default {PREFIX})")
+    p.add_argument("--neurons", default=NEURONS, help="language-neurons file (default "
+                   "<RESULTS_DIR>/neurons/<MODEL>-language-neurons.json, from `make lape`)")
+    p.add_argument("--data-dir", default=DATA_DIR, help=f"folder of the corpora (default {DATA_DIR})")
+    p.add_argument("--results-dir", default=RESULTS_DIR, help=f"tables/ and figures/ go inside (default {RESULTS_DIR})")
+    p.add_argument("--max-length", type=cli.positive_int, default=MAX_LENGTH, help=f"tokens per text at most (default {MAX_LENGTH})")
+    p.add_argument("--max-lines", type=cli.positive_int, default=MAX_LINES, help="only the first N texts of each corpus")
+    p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE, help=f"texts per forward call (default {BATCH_SIZE})")
+    p.add_argument("--dtype", default=DTYPE, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bfloat16 on a GPU, float32 on the CPU")
+    cli.add_image_flags(p, WIDTH, HEIGHT, DPI)
+    return p
+
+
+def perplexity(model, tokenizer, rows, batch_size):
+    """(perplexity, mean NLL, scored tokens) of token id lists, teacher-forced in left-padded batches."""
+    import torch
+
+    total, count = 0.0, 0
+    for first in range(0, len(rows), batch_size):
+        ids, mask = left_padded(rows[first:first + batch_size], tokenizer.pad_token_id, model.device)
+        with torch.no_grad():
+            nll, n = nll_sum(model, ids, mask)
+        if model.activation_recorder is not None:
+            model.activation_recorder.take()  # the counts are not needed: forget them
+        total, count = total + nll, count + n
+    if not count:
+        raise cli.UserError("no token to score (every text is a single token)")
+    return math.exp(total / count), total / count, count
+
+
+def matrix(base, off, langs):
+    """[[ppl with D off - ppl as is]] rows D (deactivated), columns E (evaluated)."""
+    return [[off[d][e] - base[e] for e in langs] for d in langs]
+
+
+def draw(change, langs, path, title, width, height, dpi):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.asarray(change, dtype=float)
+    fig, ax = plt.subplots(figsize=(width / dpi, height / dpi), dpi=dpi)
+    limit = float(np.abs(values).max()) or 1.0
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_xticks(range(len(langs)), langs)
+    ax.set_yticks(range(len(langs)), langs)
+    ax.set_xlabel("evaluated language")
+    ax.set_ylabel("deactivated language")
+    for i in range(len(langs)):
+        for j in range(len(langs)):
+            ax.text(j, i, f"{values[i, j]:+.3g}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(values[i, j]) > 0.6 * limit else "black")
+    fig.colorbar(image, ax=ax, label="perplexity change (off - as is)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi)
+    plt.close(fig)
+    return path
+
+
+def run(args):
+    from tqdm import tqdm
+    from transformers.activation_recorder import start_recording
+
+    name = Path(args.model.rstrip("/")).name
+    results = Path(args.results_dir)
+    neurons = Path(args.neurons or results / "neurons" / f"{name}-language-neurons.json")
+    try:
+        langs = args.langs or list(read_neurons(neurons)["neurons"])
+    except DeactivationError as e:
+        raise cli.UserError(str(e)) from None
+    texts = {lang: read_texts(Path(args.data_dir) / f"{args.prefix}{lang}.txt")[:args.max_lines] for lang in langs}
+    loaded = load(args.model, args.dtype, record=False)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    offs = {}
+    for lang in langs:  # every refusal before the first forward call
+        try:
+            offs[lang] = load_deactivation(f"{neurons}:{lang}", loaded.config)[0]
+        except DeactivationError as e:
+            raise cli.UserError(str(e)) from None
+    rows = {}
+    for lang in langs:
+        rows[lang], cut = encode(tokenizer, texts[lang], args.max_length)
+        print(f"{args.prefix}{lang}: {len(rows[lang])} texts, {cut} cut to {args.max_length} tokens", file=sys.stderr)
+    base, off, tokens, table = {}, {d: {} for d in langs}, {}, []
+    with tqdm(total=len(langs) * (len(langs) + 1), desc="perplexity", unit="pass") as bar:
+        for lang in langs:
+            base[lang], nll, tokens[lang] = perplexity(model, tokenizer, rows[lang], args.batch_size)
+            table.append(["none", lang, tokens[lang], repr(nll), repr(base[lang]), repr(0.0)])
+            bar.update()
+        for d in langs:
+            start_recording(model, positions="last", deactivate=offs[d])
+            try:
+                for e in langs:
+                    off[d][e], nll, _ = perplexity(model, tokenizer, rows[e], args.batch_size)
+                    table.append([d, e, tokens[e], repr(nll), repr(off[d][e]), repr(off[d][e] - base[e])])
+                    bar.update()
+            finally:
+                model.stop_activation_recording()
+                model.activation_recorder = None
+    change = matrix(base, off, langs)
+    stem = f"{name}-perplexity"
+    header = ["deactivated", "evaluated", "tokens", "mean NLL", "perplexity", "change"]
+    md_rows = [["none"] + [f"{base[e]:.4f}" for e in langs]] + \
+              [[d] + [f"{off[d][e]:.4f} ({off[d][e] - base[e]:+.4f})" for e in langs] for d in langs]
+    md = (f"Perplexity per evaluated language (columns), as is and with each language's neurons off (rows; in "
+          f"brackets the change). Neurons: {neurons}; texts cut to {args.max_length} tokens.\n\n"
+          + markdown_table(["deactivated \\ evaluated"] + langs, md_rows))
+    written = [write_text(results / "tables" / f"{stem}.csv", csv_text(header, table)),
+               write_text(results / "tables" / f"{stem}.md", md)]
+    title = f"Perplexity change when a language's neurons are switched off · {name}"
+    written.append(draw(change, langs, results / "figures" / f"{stem}.png", title, args.width, args.height, args.dpi))
+    print(md)
+    print("wrote " + ", ".join(map(str, written)))
+
+
+@cli.user_errors("perplexity.py")
+def main(argv=None):
+    run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
