@@ -75,6 +75,16 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return evaluate(args)
+    except (EvalError, FormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:  # an unwritable tables folder, an unreadable file, a full disk, ...
+        print("error: " + ": ".join(str(x) for x in (e.filename, e.strerror or e) if x), file=sys.stderr)
+    return 1
+
+
+def evaluate(args):
     evaluation.forget_fetched()
     options = evaluation.Options(args.data_dir, args.release, args.tokenize, args.first_line, args.download,
                                  args.net_timeout)

@@ -53,8 +53,8 @@ PIM = [[[0, 4], [0, 4]], [[2, 2], [2, 4]], [[1, 3], [1, 1]]]  # eq means [1/4, 1
 
 def test_ratio_table_by_hand(tmp_path, capsys):
     results = tmp_path / "results"
-    write_run(results, "t-deu2eng", "m", [[1]], DIRECT, width=4)
-    write_run(results, "t-GPT4-deu_spa2eng", "m", [[1]], PIM, width=4)
+    write_run(results, "t-deu2eng", "m", [[1], [1]], DIRECT, width=4)
+    write_run(results, "t-GPT4-deu_spa2eng", "m", [[1], [1]], PIM, width=4)
     paths = [results / "t-deu2eng-ratio-m.jsonl", results / "t-GPT4-deu_spa2eng-ratio-m.jsonl"]
     ratio_analysis.main(["--files", *map(str, paths), "--out-dir", str(tmp_path / "tables"), "--name", "x"])
     rows = list(csv.reader((tmp_path / "tables" / "x.csv").open()))
