@@ -34,7 +34,7 @@ NAME = None  # None: compare-<test set>-<model>
 
 def progress(runs):
     """tqdm over the runs being read, shown for two or more."""
-    return tqdm(runs, desc="reading runs", unit="run", disable=len(runs) < 2)
+    return tqdm(runs, desc="reading runs", unit="run", disable=True if len(runs) < 2 else None)
 
 
 def build_parser():

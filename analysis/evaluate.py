@@ -116,6 +116,9 @@ def evaluate(args):
         write_atomic(stem.with_name(stem.name + ".md"), md)
         write_atomic(stem.with_name(stem.name + ".csv"), table)
         print(f"\n{md}(written to {stem}.md and .csv)")
+    if len(errors) == 1:
+        print(f"error: could not score {errors[0]}", file=sys.stderr)
+        return 1
     if errors:
         print(f"\nerror: {len(errors)} run(s) could not be scored:", file=sys.stderr)
         for e in errors:

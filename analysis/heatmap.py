@@ -47,7 +47,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     paths = cli.expand(args.files, "index")
-    for path in tqdm(paths, desc="heatmaps", unit="file", disable=len(paths) < 2):
+    for path in tqdm(paths, desc="heatmaps", unit="file", disable=True if len(paths) < 2 else None):
         run = run_of(path, "index")
         name = run.out_name("heatmap") if run.model else f"{run.file}-heatmap"
         counts = read_index(path)

@@ -44,7 +44,7 @@ def main(argv=None):
     paths = cli.expand(args.files, "index")
     runs = [run_of(p, "index") for p in paths]
     results, shapes = [], []
-    for run in tqdm(runs, desc="reading index files", unit="file", disable=len(paths) < 2):
+    for run in tqdm(runs, desc="reading index files", unit="file", disable=True if len(paths) < 2 else None):
         counts = read_index(run.index)
         cli.note(check_run(run, index=counts))  # against its manifest and its other files
         results.append(peaks(counts, args.select_proportion))

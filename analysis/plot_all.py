@@ -54,7 +54,7 @@ def plot_all(results_dir, files=(), models=(), proportion=SELECT_PROPORTION, top
     units = [(key, members) for key, members in groups.items()] + [(None, [r]) for r in runs if id(r) not in grouped]
     figures, tables = results / "figures", results / "tables"
     written, summaries, errors, notes = [], {}, [], []
-    with tqdm(total=len(runs), desc="runs", unit="run") as bar:
+    with tqdm(total=len(runs), desc="runs", unit="run", disable=None) as bar:  # no bar where stderr is no terminal
         for key, members in units:  # a comparison's runs are read once, for their own figures and for it
             data = []
             for run in members:
@@ -120,6 +120,8 @@ def main(argv=None):
     print(f"wrote {len(written)} files under {args.results_dir}/figures and {args.results_dir}/tables")
     for name in summaries:
         print(f"  comparison: {args.results_dir}/tables/{name}.md")
+    if len(errors) == 1:
+        raise cli.UserError(f"could not draw {errors[0]}")
     if errors:
         raise cli.UserError(f"{len(errors)} could not be drawn:\n  " + "\n  ".join(errors))
 

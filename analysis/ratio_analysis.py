@@ -52,7 +52,7 @@ def main(argv=None):
     runs = [run_of(p, "ratio") for p in paths]
     labels = run_labels(runs)
     summaries = []
-    for run in tqdm(runs, desc="reading ratio files", unit="file", disable=len(paths) < 2):
+    for run in tqdm(runs, desc="reading ratio files", unit="file", disable=True if len(paths) < 2 else None):
         ratios = read_ratio(run.ratio)
         cli.note(check_run(run, ratio=ratios))  # against its manifest and its other files
         summaries.append(Summary(layer_means(ratios), len(ratios)))

@@ -38,7 +38,7 @@ def load_manifest(path):
     if not path.is_file():
         return None
     try:
-        said = json.loads(path.read_bytes())
+        said = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
         raise FormatError(f"{path}: not a manifest (not UTF-8 text)") from None
     except json.JSONDecodeError as e:

@@ -232,7 +232,7 @@ def test_plot_all_draws_the_rest_when_a_file_is_broken(tmp_path, capsys):
     (results / "t-GPT4-deu_spa2eng-ratio-m.jsonl").write_text('{"0": [0.1, 0.2], "1": [0.1, 0.2]}\n{"0": [0.1]}\n')
     with pytest.raises(SystemExit) as e:
         plot_all.main(["--results-dir", str(results)])
-    assert str(e.value) == (f"plot_all.py: error: 1 could not be drawn:\n  t-GPT4-deu_spa2eng · m: "
+    assert str(e.value) == (f"plot_all.py: error: could not draw t-GPT4-deu_spa2eng · m: "
                             f"{results}/t-GPT4-deu_spa2eng-ratio-m.jsonl:2: 1 layers, but line 1 has 2")
     for name in ("t-deu2eng-heatmap-m.png", "u-fra2eng-heatmap-m.png", "u-fra2eng-peak-m.png"):
         assert png_size(results / "figures" / name)
