@@ -34,7 +34,7 @@ NAME = None  # None: compare-<test set>-<model>
 
 def progress(runs):
     """tqdm over the runs being read, shown for two or more."""
-    return tqdm(runs, desc="reading runs", unit="run", disable=len(runs) < 2)
+    return tqdm(runs, desc="reading runs", unit="run", disable=True if len(runs) < 2 else None)
 
 
 def build_parser():
@@ -64,7 +64,11 @@ def main(argv=None):
     found = {r.file: r for r in cli.finished_runs(args.results_dir, args.files, [args.model])}
     runs = [found[f] for f in dict.fromkeys(args.files)]
     name = args.name or default_name(runs)
-    written, (header, rows) = report(runs, load(runs, progress), name, args.out_dir or f"{args.results_dir}/tables",
+    notes = []
+    data = load(runs, progress, notes)
+    for note in notes:
+        tqdm.write(note)
+    written, (header, rows) = report(runs, data, name, args.out_dir or f"{args.results_dir}/tables",
                                      args.figures_dir or f"{args.results_dir}/figures", args.select_proportion,
                                      tuple(args.top), args.heatmaps)
     print(text_table(header, rows, left=2))

@@ -75,6 +75,16 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return evaluate(args)
+    except (EvalError, FormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:  # an unwritable tables folder, an unreadable file, a full disk, ...
+        print("error: " + ": ".join(str(x) for x in (e.filename, e.strerror or e) if x), file=sys.stderr)
+    return 1
+
+
+def evaluate(args):
     evaluation.forget_fetched()
     options = evaluation.Options(args.data_dir, args.release, args.tokenize, args.first_line, args.download,
                                  args.net_timeout)
@@ -106,6 +116,9 @@ def main(argv=None):
         write_atomic(stem.with_name(stem.name + ".md"), md)
         write_atomic(stem.with_name(stem.name + ".csv"), table)
         print(f"\n{md}(written to {stem}.md and .csv)")
+    if len(errors) == 1:
+        print(f"error: could not score {errors[0]}", file=sys.stderr)
+        return 1
     if errors:
         print(f"\nerror: {len(errors)} run(s) could not be scored:", file=sys.stderr)
         for e in errors:

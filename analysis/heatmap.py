@@ -16,6 +16,7 @@ from tqdm import tqdm
 from pim import cli
 from pim.activation_files import read_index
 from pim.heatmap import AGG, CMAP, DPI, FROM_ZERO, HEIGHT, LOG, WIDTH, draw, plot_width, title_of
+from pim.run_checks import check_run
 from pim.runs import run_of
 
 # ----------------------------------------------------------------------------- defaults (flags override)
@@ -46,10 +47,12 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     paths = cli.expand(args.files, "index")
-    for path in tqdm(paths, desc="heatmaps", unit="file", disable=len(paths) < 2):
+    for path in tqdm(paths, desc="heatmaps", unit="file", disable=True if len(paths) < 2 else None):
         run = run_of(path, "index")
         name = run.out_name("heatmap") if run.model else f"{run.file}-heatmap"
-        out = draw(read_index(path), f"{args.out_dir}/{name}.png", title_of(run), args.width, args.height,
+        counts = read_index(path)
+        cli.note(check_run(run, index=counts))  # against its manifest and its other files
+        out = draw(counts, f"{args.out_dir}/{name}.png", title_of(run), args.width, args.height,
                    args.dpi, args.cmap, args.log, args.agg, args.from_zero)
         tqdm.write(f"wrote {out}")
 

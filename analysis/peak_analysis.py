@@ -13,6 +13,7 @@ from tqdm import tqdm
 from pim import cli
 from pim.activation_files import read_index
 from pim.peaks import DPI, HEIGHT, WIDTH, draw, peaks, summary_lines
+from pim.run_checks import check_comparable, check_run
 from pim.runs import labels, run_of
 
 # ----------------------------------------------------------------------------- defaults (flags override)
@@ -42,8 +43,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     paths = cli.expand(args.files, "index")
     runs = [run_of(p, "index") for p in paths]
-    results = [peaks(read_index(p), args.select_proportion)
-               for p in tqdm(paths, desc="reading index files", unit="file", disable=len(paths) < 2)]
+    results, shapes = [], []
+    for run in tqdm(runs, desc="reading index files", unit="file", disable=True if len(paths) < 2 else None):
+        counts = read_index(run.index)
+        cli.note(check_run(run, index=counts))  # against its manifest and its other files
+        results.append(peaks(counts, args.select_proportion))
+        shapes.append(counts.shape)
+        del counts
+    check_comparable(runs, shapes, "index files")
     print("\n".join(summary_lines(results, labels(runs))))
     name = args.name or (runs[0].out_name("peak") if runs[0].model else f"{runs[0].file}-peak")
     if not args.name and len(paths) > 1:

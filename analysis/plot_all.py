@@ -58,14 +58,17 @@ def plot_all(results_dir, files=(), models=(), proportion=SELECT_PROPORTION, top
     grouped = {id(r) for members in groups.values() for r in members}
     units = [(key, members) for key, members in groups.items()] + [(None, [r]) for r in runs if id(r) not in grouped]
     figures, tables = results / "figures", results / "tables"
-    written, summaries, errors = [], {}, []
-    with tqdm(total=len(runs), desc="runs", unit="run") as bar:
+    written, summaries, errors, notes = [], {}, [], []
+    with tqdm(total=len(runs), desc="runs", unit="run", disable=None) as bar:  # no bar where stderr is no terminal
         for key, members in units:  # a comparison's runs are read once, for their own figures and for it
             data = []
             for run in members:
                 bar.set_postfix_str(f"{run.file} · {run.model}")
                 try:
-                    data.append(load([run])[0])
+                    data.append(load([run], notes=notes)[0])
+                    for note in notes:
+                        tqdm.write(note)
+                    notes.clear()
                     written += draw_run(run, data[-1], figures, tables, proportion)
                 except (cli.UserError, FormatError) as e:
                     errors.append(f"{run.file} · {run.model}: {e}")
@@ -75,7 +78,7 @@ def plot_all(results_dir, files=(), models=(), proportion=SELECT_PROPORTION, top
             name = f"compare-{key[0]}-{key[1]}"
             try:
                 paths, summaries[name] = report(members, data, name, tables, figures, proportion, top, heatmaps=False)
-            except cli.UserError as e:
+            except (cli.UserError, FormatError) as e:
                 errors.append(f"{name}: {e}")
                 continue
             written += paths
@@ -122,6 +125,8 @@ def main(argv=None):
     print(f"wrote {len(written)} files under {args.results_dir}/figures and {args.results_dir}/tables")
     for name in summaries:
         print(f"  comparison: {args.results_dir}/tables/{name}.md")
+    if len(errors) == 1:
+        raise cli.UserError(f"could not draw {errors[0]}")
     if errors:
         raise cli.UserError(f"{len(errors)} could not be drawn:\n  " + "\n  ".join(errors))
 

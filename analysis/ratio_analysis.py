@@ -13,7 +13,9 @@ The table is printed and written as CSV (full precision) and Markdown (4 decimal
 from tqdm import tqdm
 
 from pim import cli
-from pim.neuron_stats import summarize
+from pim.activation_files import read_ratio
+from pim.neuron_stats import Summary, layer_means
+from pim.run_checks import check_comparable, check_run
 from pim.ratio_table import write_tables
 from pim.runs import labels as run_labels
 from pim.runs import run_of
@@ -47,8 +49,15 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     paths = cli.expand(args.files, "ratio")
-    labels = run_labels([run_of(p, "ratio") for p in paths])
-    summaries = [summarize(p) for p in tqdm(paths, desc="reading ratio files", unit="file", disable=len(paths) < 2)]
+    runs = [run_of(p, "ratio") for p in paths]
+    labels = run_labels(runs)
+    summaries = []
+    for run in tqdm(runs, desc="reading ratio files", unit="file", disable=True if len(paths) < 2 else None):
+        ratios = read_ratio(run.ratio)
+        cli.note(check_run(run, ratio=ratios))  # against its manifest and its other files
+        summaries.append(Summary(layer_means(ratios), len(ratios)))
+        del ratios
+    check_comparable(runs, [(s.layers,) for s in summaries], "ratio files")
     for path in write_tables(summaries, labels, paths, args.out_dir, args.name or default_name(paths), args.quiet):
         print(f"wrote {path}")
 

@@ -29,6 +29,13 @@ def user_errors(program):
         sys.exit(f"{program}: error: " + ": ".join(str(x) for x in (e.filename, e.strerror or e) if x))
 
 
+def note(text):
+    """Print a note (e.g. that a run has no manifest) above any progress bar; nothing for None."""
+    if text:
+        from tqdm import tqdm
+        tqdm.write(text)
+
+
 def argument_parser(doc):
     """A parser whose --help shows the script's docstring (summary, then examples); flags that are
     unknown or abbreviated are errors."""

@@ -13,13 +13,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pim.cli import UserError
 from pim.figures import line_colours, save_figure
 from pim.heatmap import draw as draw_heatmap
 from pim.heatmap import title_of
 from pim.neuron_stats import concentration, top_overlap
 from pim.peaks import draw as draw_peaks
 from pim.peaks import peaks
+from pim.run_checks import check_comparable
 from pim.runs import labels as run_labels
 from pim.tables import csv_text, fmt, markdown_table, percent as pct, write_text
 
@@ -29,10 +29,9 @@ HEATMAPS = True  # draw each run's heatmap (make plots draws them once, for all 
 
 
 def check_shapes(runs, data):
-    if len({counts.shape for counts, _ in data}) > 1:
-        raise UserError("the runs have index files of different shapes (layers x neurons: "
-                               + ", ".join(f"{r.file}: {c.shape[0]} x {c.shape[1]}" for r, (c, _) in zip(runs, data))
-                               + "); compare runs of one model")
+    """Refuse runs of different models, or whose index files or ratio files differ in shape."""
+    check_comparable(runs, [counts.shape for counts, _ in data], "runs' index files")
+    check_comparable(runs, [None if s is None else (s.layers,) for _, s in data], "runs' ratio files")
 
 
 def measures(data, top=TOP):

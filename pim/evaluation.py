@@ -16,6 +16,7 @@ from pim.activation_files import read_ratio, read_results
 from pim.conditions import parse_condition
 from pim.languages import two_letter
 from pim.neuron_stats import suppressed_share
+from pim.run_checks import check_run
 from pim.runs import Run, find_runs
 from pim.testsets import WMT_REFERENCES, label_file, wmt_reference_name
 
@@ -34,6 +35,7 @@ class Scored(Run):
     labels: list | None = None  # LLaMA-Factory's label field, the reference when no --ref is given
     scores: dict | None = None
     reference: str | None = None  # where the reference came from
+    note: str | None = None  # of the run's check (pim/run_checks.py): e.g. that it has no manifest
 
 
 @dataclass
@@ -54,6 +56,10 @@ def read_lines(path, what):
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise EvalError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise EvalError(f"{path}: a folder, not a {what} file (one line per test item)") from None
+    except OSError as e:
+        raise EvalError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         line = text_line_of(path, e.start)
         raise EvalError(f"{path}:{line}: not UTF-8; the {what} file must be UTF-8 text") from None
@@ -91,7 +97,8 @@ def find_scored(results_dir, files, models, predictions):
             outputs = read_results(run.result)
         except UnicodeDecodeError as e:
             raise EvalError(f"{run.result}:{text_line_of(run.result, e.start)}: not UTF-8; is it a result file?") from None
-        runs.append(Scored(run.file, run.model, ratio=run.ratio, result=run.result, path=run.result, outputs=outputs))
+        runs.append(Scored(run.file, run.model, index=run.index, ratio=run.ratio, result=run.result, path=run.result,
+                           outputs=outputs))
     if not runs:
         raise EvalError(f"nothing to score: no result files{' of ' + ' '.join(files) if files else ''} in "
                         f"{results_dir}/ (run make infer or make demo first, or pass --results-dir)")
@@ -264,6 +271,9 @@ def network_problem(url, timeout):
 
 # ----------------------------------------------------------------------------- scoring
 def score(run, refs, options):
+    ratios = read_ratio(run.ratio) if run.ratio is not None else None
+    if run.result is not None:  # a run of make infer: its files against each other and its manifest
+        run.note = check_run(run, ratio=ratios)
     ref, where = references(run, refs, options)
     n_ref = len(ref[0]) if not scoring.is_classification(run.condition.task) else len(ref)
     if n_ref != len(run.outputs):
@@ -283,8 +293,8 @@ def score(run, refs, options):
         hyps = [scoring.first_line(t) if options.first_line else t.replace("\n", " ").strip() for t in run.outputs]
         run.scores = scoring.translation_scores(hyps, [[r.strip() for r in s] for s in ref],
                                                 run.condition.target, options.tokenize)
-    if run.ratio is not None:
-        run.scores["suppressed_share"] = suppressed_share(read_ratio(run.ratio))
+    if ratios is not None:
+        run.scores["suppressed_share"] = suppressed_share(ratios)
 
 
 def report(run):
@@ -300,6 +310,8 @@ def report(run):
                          f"correct {s['correct_by_class'][lab]:>5}")
     if "suppressed_share" in s:
         lines.append(f"  suppressed share (all layers): {s['suppressed_share']:.6f}  ({run.ratio.name})")
+    if run.note:
+        lines.append(f"  {run.note}")
     return "\n".join(lines)
 
 

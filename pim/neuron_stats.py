@@ -4,6 +4,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pim.activation_files import read_index, read_ratio
+from pim.run_checks import check_run
 
 
 def layer_means(ratios):
@@ -43,10 +44,20 @@ def summarize(path):
     return Summary(layer_means(ratios), len(ratios))
 
 
-def load(runs, progress=None):
-    """(index counts, ratio Summary or None) per run; progress: an iterable wrapper (e.g. tqdm) or None."""
-    return [(read_index(run.index), summarize(run.ratio) if run.ratio else None)
-            for run in (progress(runs) if progress else runs)]
+def load(runs, progress=None, notes=None):
+    """(index counts, ratio Summary or None) per run, each run checked against its manifest and its
+    files against each other (pim.run_checks.check_run); progress: an iterable wrapper (e.g. tqdm) or
+    None; notes: a list that gets the notes of runs without a manifest."""
+    out = []
+    for run in (progress(runs) if progress else runs):
+        counts = read_index(run.index)
+        ratios = read_ratio(run.ratio) if run.ratio else None
+        note = check_run(run, ratio=ratios, index=counts)
+        if note and notes is not None:
+            notes.append(note)
+        out.append((counts, None if ratios is None else Summary(layer_means(ratios), len(ratios))))
+        del ratios
+    return out
 
 
 # --- which neurons fire most (peak analysis, concentration, overlap between conditions) ---

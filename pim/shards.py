@@ -5,16 +5,21 @@ Shard i of n covers prompts [N*i//n, N*(i+1)//n) and writes its own run files un
 lines and ratio rows in shard order and sums the index counts, which gives exactly the files of one
 process (the per-prompt results do not depend on the batch a prompt is in).
 """
-import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from pim.activation_files import index_line, read_index, write_atomic
-from pim.runs import run_paths, write_manifest
+from pim.activation_files import FormatError, index_line, read_index
+from pim.run_checks import RunMismatch, facts_of, load_manifest, verify
+from pim.runs import Run, run_paths, write_manifest
 from pim.run_writer import RunRefused, now
+
+# what a shard's manifest must hold to be merged (scripts/infer_activate.py: run_manifest)
+SHARD_KEYS = ("status", "settings", "file", "model", "shard", "prompt_range", "prompts_total", "prompts_done",
+              "counted_steps", "started", "finished")
 
 
 def parse_shard(text):
@@ -47,11 +52,18 @@ def merge_shards(results_dir, file, model, manifests=None, overwrite=False, comm
     """Merge the finished shards of one run into <results>/<FILE>-*-<MODEL>.*; returns the merged paths.
 
     `manifests` are shard manifest paths (default: every shard of FILE and MODEL under <results>/shards/).
-    Refuses shards that do not fit together, naming what differs (check_shards), then writes (write_merged).
+    Refuses shards that do not fit together, naming what differs (check_shards), or whose files do not
+    match their manifests (check_shard_files), then writes (write_merged). Every refusal is a RunRefused.
     """
-    shards = check_shards(results_dir, file, model, manifests)
-    check_target(results_dir, file, model, overwrite)
-    return write_merged(results_dir, file, model, shards, command)
+    try:
+        shards = check_shards(results_dir, file, model, manifests)
+        check_target(results_dir, file, model, overwrite)
+        check_shard_files(file, model, shards)
+        return write_merged(results_dir, file, model, shards, command)
+    except FormatError as e:  # a damaged manifest, files that disagree with theirs
+        raise RunRefused(str(e)) from None
+    except OSError as e:  # an unreadable shard file, a full disk, ...
+        raise RunRefused(": ".join(str(x) for x in (e.filename, e.strerror or e) if x)) from None
 
 
 def read_shard_manifests(results_dir, file, model, manifests=None):
@@ -61,9 +73,14 @@ def read_shard_manifests(results_dir, file, model, manifests=None):
         raise RunRefused(f"no shards of {file} with {model} in {shard_dir(results_dir)}")
     shards = []
     for path in manifests:
-        m = json.loads(path.read_text())
+        m = load_manifest(path)
+        if m is None:
+            raise RunRefused(f"{path}: no such shard manifest")
         if "shard" not in m:
             raise RunRefused(f"{path} is not the manifest of a shard")
+        missing = [k for k in SHARD_KEYS if k not in m]
+        if missing:
+            raise RunRefused(f"{path}: a damaged shard manifest (no {', '.join(missing)})")
         if m.get("status") != "finished":
             raise RunRefused(f"{path}: shard {m['shard']} is not finished; start it again with the same "
                              "command to resume it")
@@ -114,11 +131,37 @@ def ordered_shards(shards, count, file, model, results_dir):
     return ordered
 
 
+def shard_files(file, model, ordered):
+    """The paths of each shard's files, beside its manifest."""
+    count = len(ordered)
+    return [run_paths(path.parent, file, shard_model_name(model, m["shard"][0], count)) for path, m in ordered]
+
+
+def check_shard_files(file, model, ordered):
+    """Refuses shards whose files are missing or do not match their manifests (pim/run_checks.py: result
+    lines, ratio rows and layers, index layers and width), or whose layers or widths differ."""
+    shapes = []
+    for (path, m), paths in zip(ordered, shard_files(file, model, ordered)):
+        for kind in ("result", "ratio", "index"):
+            if not paths[kind].is_file():
+                raise RunRefused(f"{paths[kind]}: missing (the {kind} file of shard {m['shard'][0]}/{len(ordered)}, "
+                                 f"whose manifest is {path})")
+        run = Run(file, shard_model_name(model, m["shard"][0], len(ordered)), paths["index"], paths["ratio"],
+                  paths["result"])
+        facts = facts_of(run)
+        verify(facts, m, paths, str(path))
+        shapes.append((facts.index_layers, facts.index_width))
+    if len(set(shapes)) > 1:
+        raise RunMismatch("the shards' index files differ in shape (layers x neurons: " + ", ".join(
+            f"{paths['index'].name}: {a} x {b}" for paths, (a, b) in zip(shard_files(file, model, ordered), shapes))
+            + ")")
+
+
 def check_target(results_dir, file, model, overwrite):
     """Refuses to merge over a finished run or over files that are no run of this project, unless overwrite."""
     target = run_paths(results_dir, file, model)
     if target["manifest"].is_file() and not overwrite:
-        status = json.loads(target["manifest"].read_text()).get("status")
+        status = load_manifest(target["manifest"]).get("status")
         if status != "merging":
             raise RunRefused(f"{target['manifest']} exists ({status} run); pass --overwrite to replace it")
     elif not target["manifest"].is_file() and target["result"].exists() and not overwrite:
@@ -141,24 +184,36 @@ def merged_manifest(ordered, command):
 
 
 def write_merged(results_dir, file, model, ordered, command=None):
-    """Write the merged run of checked shards (check_shards): the manifest first (merging), then the
-    result and ratio files concatenated, the index summed, and the manifest again (finished)."""
-    target, count = run_paths(results_dir, file, model), len(ordered)
-    manifest = merged_manifest(ordered, command)
-    write_manifest(target["manifest"], manifest)
-    shard_files = [run_paths(path.parent, file, shard_model_name(model, m["shard"][0], count)) for path, m in ordered]
-    for kind in ("result", "ratio"):
-        tmp = target[kind].with_name(f".{target[kind].name}.tmp")
-        with open(tmp, "wb") as out:
-            for paths in shard_files:
-                with open(paths[kind], "rb") as part:
-                    shutil.copyfileobj(part, out)
-        tmp.replace(target[kind])
-    total_counts = None
-    for paths in shard_files:
-        counts = read_index(paths["index"])
-        total_counts = counts if total_counts is None else total_counts + counts
-    write_atomic(target["index"], index_line(np.asarray(total_counts)))
+    """Write the merged run of checked shards (check_shards, check_shard_files): the result and ratio files
+    concatenated and the index summed into hidden temporaries, then the manifest (merging), the three
+    renamed into place, and the manifest again (finished). A failure before the renames leaves nothing
+    behind; a merging manifest is only seen when the process dies during the renames."""
+    target = run_paths(results_dir, file, model)
+    temps = {kind: target[kind].with_name(f".{target[kind].name}.merging.tmp") for kind in ("result", "ratio", "index")}
+    parts = shard_files(file, model, ordered)
+    try:
+        for kind in ("result", "ratio"):
+            with open(temps[kind], "wb") as out:
+                for paths in parts:
+                    with open(paths[kind], "rb") as part:
+                        shutil.copyfileobj(part, out, 1 << 24)
+                out.flush()
+                os.fsync(out.fileno())
+        total_counts = None
+        for paths in parts:
+            counts = read_index(paths["index"])
+            total_counts = counts if total_counts is None else total_counts + counts
+        with open(temps["index"], "w", encoding="utf-8") as out:
+            out.write(index_line(np.asarray(total_counts)))
+            out.flush()
+            os.fsync(out.fileno())
+        manifest = merged_manifest(ordered, command)
+        write_manifest(target["manifest"], manifest)
+        for kind, tmp in temps.items():
+            os.replace(tmp, target[kind])
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
     manifest.update(status="finished", finished=now())
     write_manifest(target["manifest"], manifest)
     return target

@@ -53,8 +53,8 @@ PIM = [[[0, 4], [0, 4]], [[2, 2], [2, 4]], [[1, 3], [1, 1]]]  # eq means [1/4, 1
 
 def test_ratio_table_by_hand(tmp_path, capsys):
     results = tmp_path / "results"
-    write_run(results, "t-deu2eng", "m", [[1]], DIRECT, width=4)
-    write_run(results, "t-GPT4-deu_spa2eng", "m", [[1]], PIM, width=4)
+    write_run(results, "t-deu2eng", "m", [[1], [1]], DIRECT, width=4)
+    write_run(results, "t-GPT4-deu_spa2eng", "m", [[1], [1]], PIM, width=4)
     paths = [results / "t-deu2eng-ratio-m.jsonl", results / "t-GPT4-deu_spa2eng-ratio-m.jsonl"]
     ratio_analysis.main(["--files", *map(str, paths), "--out-dir", str(tmp_path / "tables"), "--name", "x"])
     rows = list(csv.reader((tmp_path / "tables" / "x.csv").open()))
@@ -232,7 +232,7 @@ def test_plot_all_draws_the_rest_when_a_file_is_broken(tmp_path, capsys):
     (results / "t-GPT4-deu_spa2eng-ratio-m.jsonl").write_text('{"0": [0.1, 0.2], "1": [0.1, 0.2]}\n{"0": [0.1]}\n')
     with pytest.raises(SystemExit) as e:
         plot_all.main(["--results-dir", str(results)])
-    assert str(e.value) == (f"plot_all.py: error: 1 could not be drawn:\n  t-GPT4-deu_spa2eng · m: "
+    assert str(e.value) == (f"plot_all.py: error: could not draw t-GPT4-deu_spa2eng · m: "
                             f"{results}/t-GPT4-deu_spa2eng-ratio-m.jsonl:2: 1 layers, but line 1 has 2")
     for name in ("t-deu2eng-heatmap-m.png", "u-fra2eng-heatmap-m.png", "u-fra2eng-peak-m.png"):
         assert png_size(results / "figures" / name)
