@@ -246,7 +246,7 @@ def load_model(args):
             raise UserError(f"{local}: not a JSON model config ({e})") from None
     try:
         config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 -- whatever the config holds, a one-line error naming the folder
         raise UserError(not_loadable(args.model, source, found, "config", e)) from None
     attach = choose_attach(config.model_type, args.attach, args.model)
     gpu = torch.cuda.is_available()
@@ -257,13 +257,18 @@ def load_model(args):
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map,
                                                      max_memory=max_memory, offload_folder=args.offload_folder).eval()
-    except (OSError, ValueError, KeyError, RuntimeError, AssertionError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 -- missing weights, a device that is not there, too little memory
         if is_oom(e):
             raise UserError(f"model {args.model!r} does not fit into memory ({one_line(e)}): give it more devices "
                             "or --max-memory, or a smaller --dtype") from None
         where = f" with --device-map {args.device_map!r}" + (f" --max-memory {args.max_memory!r}"
                                                              if args.max_memory else "")
         raise UserError(not_loadable(args.model, source, found, "weights" + where, e)) from None
+    placed = set(getattr(model, "hf_device_map", {}).values())
+    if placed and placed <= {"disk"}:
+        raise UserError(f"model {args.model!r}: the device map puts the whole model on disk"
+                        f"{' (--max-memory ' + args.max_memory + ')' if args.max_memory else ''}, where it cannot run: "
+                        "give a device room for at least its embeddings (more --max-memory)")
     try:
         start_recording(model, attach=attach)
     except (ValueError, RuntimeError) as e:
