@@ -171,24 +171,42 @@ class RunWriter:
         """Add an entry to a list in the manifest (e.g. batch_size_changes), written at the next commit."""
         self.manifest.setdefault(key, []).append({"at": now(), "prompts_done": len(self.completed), **entry})
 
-    def commit(self, records, counts):
-        """Commit one batch: records are (prompt index, result line, ratio text, counted steps), counts its
-        index counts. The prompts that complete the prefix in input order go to the files; the others wait."""
+    def commit(self, result_lines, ratio_text, counts, steps):
+        """Commit the next prompts in input order: their result lines and ratio rows, index counts, steps."""
+        if self.pending:
+            raise RuntimeError("commit() appends in input order; with pending prompts use commit_prompts()")
+        self._add_counts(counts)
+        self.steps += int(steps)
+        self.done += len(result_lines)
+        self._append("".join(line + "\n" for line in result_lines), ratio_text)
+
+    def commit_prompts(self, records, counts):
+        """Commit one batch in any order: records are (prompt index, result line, ratio text, counted steps),
+        counts its index counts. The prompts that complete the prefix in input order go to the files; the
+        others wait in the progress file."""
         for index, line, ratio, steps in records:
             self.pending[index] = (line, ratio, int(steps))
             self.steps += int(steps)
-        counts = np.asarray(counts, dtype=np.int64)
-        self.counts = counts.copy() if self.counts is None else self.counts + counts
-        texts = {"result": [], "ratio": []}
+        self._add_counts(counts)
+        result, ratio_rows = [], []
         while self.done in self.pending:
             line, ratio, _ = self.pending.pop(self.done)
-            texts["result"].append(line + "\n")
-            texts["ratio"].append(ratio)
+            result.append(line + "\n")
+            ratio_rows.append(ratio)
             self.done += 1
-        for kind, parts in texts.items():
-            if parts:
+        self._append("".join(result), "".join(ratio_rows))
+
+    def _add_counts(self, counts):
+        counts = np.asarray(counts, dtype=np.int64)
+        self.counts = counts.copy() if self.counts is None else self.counts + counts
+
+    def _append(self, result_text, ratio_text):
+        """Append to the files (flushed to disk), replace the progress file; the first commit of an
+        --overwrite run moves it over the old run."""
+        for kind, text in (("result", result_text), ("ratio", ratio_text)):
+            if text:
                 with open(self.paths[kind], "ab") as f:
-                    f.write("".join(parts).encode("utf-8"))
+                    f.write(text.encode("utf-8"))
                     f.flush()
                     os.fsync(f.fileno())
                     self.sizes[kind] = f.tell()

@@ -627,7 +627,7 @@ def run_file(generate, writer, ids, done, offset, args):
                 free_memory()
                 queue.appendleft(batch)
                 continue
-            writer.commit(split_records(batch, texts, ratio_text, steps), counts)
+            writer.commit_prompts(split_records(batch, texts, ratio_text, steps), counts)
             tokens += sum(steps)
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
             bar.update(len(texts))
@@ -659,7 +659,7 @@ def run_interactive(generate, writer, info, args):
         index = len(writer.completed)
         texts, ratio_text, counts, steps = generate(generate.encode([prompt]), args.seed + index)
         print(texts[0], flush=True)
-        writer.commit(split_records([index], texts, ratio_text, steps), counts)
+        writer.commit_prompts(split_records([index], texts, ratio_text, steps), counts)
     if not opened:
         print("no prompt was given: nothing written", file=sys.stderr)
     return opened
