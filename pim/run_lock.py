@@ -32,10 +32,14 @@ class RunLock:
             missing = folder
             while not missing.parent.exists():
                 missing = missing.parent
-            folder.mkdir(parents=True)
+            folder.mkdir(parents=True, exist_ok=True)  # ranks of a launch make results/shards/ at once
             self.made_dir = missing
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # another rank removed the folder it had made and left empty: again
+                folder.mkdir(parents=True, exist_ok=True)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

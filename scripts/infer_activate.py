@@ -542,8 +542,8 @@ def process_shard(args, state):
 
 def check_split(results_dir, file, model, shard, overwrite, state):
     """Before the model is loaded: a launch of n processes (or --shard i/n) must fit what is on disk, so that
-    the merge at the end cannot fail: no shards of another split of this run, and no unfinished run of one
-    process (which NPROC would silently leave behind)."""
+    the merge at the end cannot fail: no shards of another split of this run (for --shard jobs: no
+    unfinished ones), and no unfinished run of one process (which NPROC would silently leave behind)."""
     how = "NPROC" if state else "--shard i/"
     target = run_paths(results_dir, file, model)["manifest"]
     single = read_manifest(target)
@@ -553,9 +553,10 @@ def check_split(results_dir, file, model, shard, overwrite, state):
     for path in find_shard_manifests(results_dir, file, model):
         m = read_manifest(path) or {}
         index, count = (m.get("shard") or [None, None])[:2]
-        if count is not None and count != shard[1]:
-            status = "finished" if m.get("status") == "finished" else "unfinished"
-            raise UserError(f"{path} is an {status} shard {index}/{count} of a split into {count}, which the merge "
+        status = "finished" if m.get("status") == "finished" else "unfinished"
+        # separate jobs may name the shards to merge (merge_results.py --manifests); a launch merges all
+        if count is not None and count != shard[1] and (state or status == "unfinished"):
+            raise UserError(f"{path} is a{'n' if status == 'unfinished' else ''} {status} shard {index}/{count} of a split into {count}, which the merge "
                             f"of a split into {shard[1]} would refuse: {'resume with ' + how + str(count) if status == 'unfinished' else 'remove it'}"
                             f", or remove {shard_dir(results_dir)}/{file}-*-{model}-shard*of{count}.* first")
 
