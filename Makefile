@@ -11,7 +11,7 @@ PY ?= $(VENV)/bin/python
 TORCH ?= $(shell grep '^torch==' requirements.txt)
 # a transformers git checkout at the pinned version, instead of the pinned sdist
 TRANSFORMERS_SRC ?=
-SRC_FLAG := $(if $(TRANSFORMERS_SRC),--src $(TRANSFORMERS_SRC))
+SRC_FLAG := $(if $(TRANSFORMERS_SRC),--src '$(TRANSFORMERS_SRC)')
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
@@ -59,8 +59,8 @@ DEMO_LAPE = OMP_NUM_THREADS=1 $(PY) scripts/corpus_activate.py --file $(DEMO_LAN
 		--top-rate 0.05 && OMP_NUM_THREADS=1 $(PY) scripts/perplexity.py --model $$model --prefix sample-corpus- --max-length 32
 
 infer: patch ## generate for data/$(FILE).txt with $(MODEL), record (BATCH= MAX_NEW_TOKENS= DTYPE= NPROC= ARGS=)
-	$(INFER) scripts/infer_activate.py --file $(FILE) --model $(MODEL) --batch-size $(BATCH) \
-		--max-new-tokens $(MAX_NEW_TOKENS) --dtype $(DTYPE) $(ARGS)
+	$(INFER) scripts/infer_activate.py --file '$(FILE)' --model '$(MODEL)' --batch-size '$(BATCH)' \
+		--max-new-tokens '$(MAX_NEW_TOKENS)' --dtype '$(DTYPE)' $(ARGS)
 
 # --- Qwen v1 (Qwen-7B/14B/72B, -Chat): remote code that 5.x cannot run, converted exactly to Qwen2 ---
 # SRC: the downloaded folder (hf download Qwen/Qwen-7B --local-dir ...); NAME: models/$(NAME)/ (default: SRC's name)

@@ -42,6 +42,13 @@ PROFILE_STEPS = 8  # decode steps the profile measures (the difference of two ge
 PROFILE_OUT = "results/profile.json"  # the profile's findings as JSON; '' writes nothing
 DEACTIVATE_SHARE = 0.01  # also time recording with this share of each layer's neurons switched off; 0: not
 DEACTIVATE_REPS = 3  # timed pairs (recording, recording with neurons off) per case for that
+E2E = False  # instead: the end-to-end case of scripts/infer_activate.py, length-sorted batches vs input order
+E2E_FILE = "data/wmt22-GPT4-deu_spa_rus_fra_zho_jpn_ces2eng.txt"  # a real prompt file (make data)
+E2E_MODEL = "tiny-qwen2"  # models/<E2E_MODEL> (make demo-models)
+E2E_PROMPTS = 64  # the first prompts of E2E_FILE
+E2E_BATCH = 8
+E2E_NEW_TOKENS = 16
+E2E_OUT = "results/benchmark-e2e.json"
 
 ROOT = Path(__file__).resolve().parent.parent
 EOS_ID, PAD_ID = 2, 3  # special token ids of the synthetic vocabulary; prompts avoid them
@@ -80,6 +87,15 @@ def parse_args(argv=None):
                    help="also time recording with this share of each layer's neurons off (LAPE; 0: not)")
     p.add_argument("--deactivate-reps", type=int, default=DEACTIVATE_REPS, help="timed pairs for --deactivate-share")
     p.add_argument("--profile-out", default=PROFILE_OUT, help="JSON of the profile ('' writes nothing)")
+    p.add_argument("--e2e", default=E2E, action=argparse.BooleanOptionalAction,
+                   help="time scripts/infer_activate.py's generation on a real prompt file, length-sorted batches "
+                        "vs input order, instead of the recording arms")
+    p.add_argument("--e2e-file", default=E2E_FILE, help=f"prompt file of --e2e (default {E2E_FILE}; make data)")
+    p.add_argument("--e2e-model", default=E2E_MODEL, help=f"model of --e2e (default {E2E_MODEL}; make demo-models)")
+    p.add_argument("--e2e-prompts", type=int, default=E2E_PROMPTS, help="the first N prompts of --e2e-file")
+    p.add_argument("--e2e-batch", type=int, default=E2E_BATCH, help="batch size of --e2e")
+    p.add_argument("--e2e-new-tokens", type=int, default=E2E_NEW_TOKENS, help="max new tokens of --e2e")
+    p.add_argument("--e2e-out", default=E2E_OUT, help="JSON of --e2e ('' writes nothing)")
     args = p.parse_args(argv)
     for name in ("new_tokens", "prompt_len", "reps", "profile_steps"):
         if getattr(args, name) < 1:
@@ -378,6 +394,57 @@ def print_profile(rows, header):
 
 
 # -- main ---------------------------------------------------------------------------------------------
+def e2e(args):
+    """The generation loop of scripts/infer_activate.py (recording on) over the first prompts of a real file,
+    batches in input order and length-sorted: tokens/s and the share of padding in the prompt batches."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import infer_activate as infer
+
+    path = Path(args.e2e_file)
+    if not path.is_file() or not (ROOT / "models" / args.e2e_model).is_dir():
+        sys.exit(f"error: --e2e needs {path} (make data DATA_URL=...) and models/{args.e2e_model}/ (make demo-models)")
+    prompts = infer.read_prompts(path)[:args.e2e_prompts]
+    iargs = infer.parse_args(["--model", args.e2e_model, "--batch-size", str(args.e2e_batch), "--max-new-tokens",
+                              str(args.e2e_new_tokens), "--dtype", "float32"])
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        loaded = infer.load_model(iargs)
+    finally:
+        os.chdir(cwd)
+    generate = infer.Generator(loaded, iargs)
+    ids = generate.encode(prompts)
+    lengths = [len(x) for x in ids]
+    cases = []
+    generate([ids[0]], 0)  # warm-up
+    for sort in (False, True):
+        plan = infer.plan_batches(lengths, args.e2e_batch, sort, args.e2e_batch * infer.SORT_WINDOW)
+        padded = sum(max(lengths[i] for i in b) * len(b) for b in plan)
+        tokens, texts, start = 0, {}, time.perf_counter()
+        for b in plan:
+            out, _, _, steps = generate([ids[i] for i in b], args.seed + min(b))
+            tokens += sum(steps)
+            texts.update(zip(b, out))
+        seconds = time.perf_counter() - start
+        cases.append(dict(order="length-sorted" if sort else "input order", prompts=len(prompts),
+                          batch=args.e2e_batch, new_tokens=args.e2e_new_tokens, seconds=seconds, tokens=tokens,
+                          tok_per_s=tokens / seconds, padding_share=1 - sum(lengths) / padded,
+                          texts_sha=hash(tuple(texts[i] for i in range(len(prompts))))))
+    same = cases[0].pop("texts_sha") == cases[1].pop("texts_sha")
+    print(f"end to end: {args.e2e_model} on the first {len(prompts)} prompts of {path} ({min(lengths)}-{max(lengths)} "
+          f"tokens), batch {args.e2e_batch}, {args.e2e_new_tokens} new tokens at most, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print("| batches | seconds | generated tokens | tok/s | padding share |\n|---|---|---|---|---|")
+    for c in cases:
+        print(f"| {c['order']} | {c['seconds']:.1f} | {c['tokens']} | {c['tok_per_s']:.1f} | {c['padding_share']:.3f} |")
+    speedup = cases[1]["tok_per_s"] / cases[0]["tok_per_s"]
+    print(f"length-sorted / input order: {speedup:.2f}x tokens/s; the same continuations: {same}")
+    write_json(args.e2e_out, {"cases": cases, "speedup": speedup, "same_texts": same})
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     import torch
@@ -388,6 +455,8 @@ def main(argv=None):
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass  # already set in this process
+    if args.e2e:
+        return e2e(args)
     preset_name, preset, machine = environment(args.preset)
     batches = args.batch_sizes or preset["batches"]
     header = (f"machine: {machine} | device {preset['device']} | dtype {preset['dtype']} | torch {torch.__version__} "

@@ -43,15 +43,22 @@ DO_SAMPLE = False  # greedy decoding; the paper sampled at temperature 0.01
 TEMPERATURE = 0.01  # used with --do-sample
 SEED = 42  # sampling seed; each batch uses SEED + the index of its first prompt
 OVERWRITE = False  # redo a finished run, or replace files that are not an unfinished run of this project
+SORT = True  # batch the prompts by token length (less padding); the files stay in input order and unchanged
+SORT_WINDOW = 8  # with SORT: sort within windows of SORT_WINDOW batches of prompts in input order (bounds
+# the finished prompts that wait in the progress file for their predecessors)
+TRUNCATE = False  # cut prompts longer than the model's maximum length from the left (keeping the end,
+# where a PiM prompt's "English:" cue is); else such a prompt is an error
+MAX_LINE_BYTES = 1_000_000  # a longer line of the input file is an error, reported when reading it
 ATTACH = "auto"  # how the recorder attaches: patch, hooks (any dense causal LM), auto (patch where there is one)
 DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons off (pim/deactivation.py); MODEL gets -off-<LANG>
 
 from pim.activation_files import escape_newlines, ratio_lines, unescape_newlines
 from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by
 from pim.models import ALIASES, NotConverted, resolve_model
+from pim.run_lock import RunLock
 from pim.run_writer import RunRefused, RunWriter
 from pim.runs import read_manifest, run_paths
-from pim.shards import merge_shards, parse_shard, shard_dir, shard_model_name, shard_range
+from pim.shards import find_shard_manifests, merge_shards, parse_shard, shard_dir, shard_model_name, shard_range
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +99,14 @@ def parse_args(argv=None):
     p.add_argument("--do-sample", default=DO_SAMPLE, action=bool_flag, help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling temperature")
     p.add_argument("--seed", type=int, default=SEED, help="sampling seed")
-    p.add_argument("--overwrite", default=OVERWRITE, action=bool_flag, help="redo a finished run")
+    p.add_argument("--overwrite", default=OVERWRITE, action=bool_flag, help="redo a finished run (the old run "
+                   "stays until the new one has committed its first batch)")
+    p.add_argument("--sort", default=SORT, action=bool_flag, help="batch prompts by token length (--no-sort: in "
+                   "input order); the files are the same either way")
+    p.add_argument("--sort-window", type=int, default=SORT_WINDOW, help="with --sort: sort within windows of this "
+                   "many batches")
+    p.add_argument("--truncate", default=TRUNCATE, action=bool_flag, help="cut prompts longer than the model's "
+                   "maximum length from the left, keeping their end (default: such a prompt is an error)")
     p.add_argument("--attach", default=ATTACH, choices=["auto", PATCH, HOOKS],
                    help="record through the patched modeling code, or forward hooks on the MLP activation modules "
                         "(same files; auto: the patch where pim/architectures.py has one, else hooks with a notice)")
@@ -100,12 +114,31 @@ def parse_args(argv=None):
                    help="switch off the neurons of a language-neurons file (make lape; all languages, or LANG's): "
                         "the results' MODEL part becomes <MODEL>-off-<LANG> (or -off-all)")
     args = p.parse_args(argv)
-    if args.max_new_tokens < 1 or args.batch_size < 1:
-        p.error("--max-new-tokens and --batch-size must be at least 1")
+    if args.max_new_tokens < 1 or args.batch_size < 1 or args.sort_window < 1:
+        p.error("--max-new-tokens, --batch-size and --sort-window must be at least 1")
     if "<|custom|>" not in args.sys_template:
         p.error("--sys-template must contain <|custom|>, where the prompt goes")
     args.file = args.file or ("interactive" if args.interactive else FILE)
     return args
+
+
+def check_args(args):
+    """User errors in the arguments that argparse does not see; before anything is read or written."""
+    for what, name in (("FILE", args.file), ("MODEL", run_name(args.model))):
+        if not name or name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name:
+            raise UserError(f"{what} {name!r}: give a name, not a path: the run's files are "
+                            f"{args.results_dir}/<FILE>-<kind>-<MODEL>.* (another input folder: --data-dir)")
+    if args.shard is not None:
+        try:
+            parse_shard(args.shard)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if args.do_sample and not args.temperature > 0:
+        raise UserError(f"--temperature {args.temperature}: sampling needs a temperature > 0 "
+                        "(greedy decoding: leave out --do-sample)")
+    results = Path(args.results_dir)
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results-dir {results}: not a folder")
 
 
 def read_prompts(path):
@@ -119,11 +152,14 @@ def read_prompts(path):
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not UTF-8 (byte {raw[e.start]:#04x}); convert the file to UTF-8") from None
-    lines = text.split("\n")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # Windows and old Mac line ends too
     if lines[-1] == "":
         lines.pop()
     prompts = []
     for number, line in enumerate(lines, 1):
+        if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
+            raise UserError(f"{path}:{number}: a line of {len(line.encode()):,} bytes (more than {MAX_LINE_BYTES:,}): "
+                            "not a prompt; is this the right file?")
         prompt = unescape_newlines(line).strip()
         if not prompt:
             raise UserError(f"{path}:{number}: empty line; every line must hold one prompt")
@@ -214,17 +250,29 @@ def load_model(args):
             raise UserError(f"{local}: not a JSON model config ({e})") from None
     try:
         config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        raise UserError(f"model {args.model!r}: not a folder models/{args.model}/, not an alias "
-                        f"({', '.join(ALIASES)}), and not loadable as a hub id or path: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- whatever the config holds, a one-line error naming the folder
+        raise UserError(not_loadable(args.model, source, found, "config", e)) from None
     attach = choose_attach(config.model_type, args.attach, args.model)
     gpu = torch.cuda.is_available()
     dtype = {"auto": torch.bfloat16 if gpu else torch.float32, "float32": torch.float32,
              "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     device_map, max_memory = placement(args, gpu)
     transformers.utils.logging.disable_progress_bar()  # one progress bar: ours
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map, max_memory=max_memory,
-                                                 offload_folder=args.offload_folder).eval()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map,
+                                                     max_memory=max_memory, offload_folder=args.offload_folder).eval()
+    except Exception as e:  # noqa: BLE001 -- missing weights, a device that is not there, too little memory
+        if is_oom(e):
+            raise UserError(f"model {args.model!r} does not fit into memory ({one_line(e)}): give it more devices "
+                            "or --max-memory, or a smaller --dtype") from None
+        where = f" with --device-map {args.device_map!r}" + (f" --max-memory {args.max_memory!r}"
+                                                             if args.max_memory else "")
+        raise UserError(not_loadable(args.model, source, found, "weights" + where, e)) from None
+    placed = set(getattr(model, "hf_device_map", {}).values())
+    if placed and placed <= {"disk"}:
+        raise UserError(f"model {args.model!r}: the device map puts the whole model on disk"
+                        f"{' (--max-memory ' + args.max_memory + ')' if args.max_memory else ''}, where it cannot run: "
+                        "give a device room for at least its embeddings (more --max-memory)")
     args.deactivate_info, off = None, None
     if getattr(args, "deactivate", None):
         from pim.deactivation import DeactivationError, load_deactivation
@@ -236,13 +284,44 @@ def load_model(args):
         start_recording(model, attach=attach, deactivate=off)
     except (ValueError, RuntimeError) as e:
         raise UserError(f"model {args.model!r}: {e}") from None
-    tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(not_loadable(args.model, source, found, "tokenizer", e)) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if args.chat_template is None:
         args.chat_template = fmt == TEMPLATE
+    if args.chat_template and not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"model {args.model!r}: its tokenizer has no chat template, so --chat-template cannot be "
+                        "used; leave it out (or --sys-prompt on for the paper's template)")
     use_sys = (args.sys_prompt == "on" or (args.sys_prompt == "auto" and fmt == CHATML)) and not args.chat_template
     return Loaded(model, tokenizer, source, found, config, dtype, device_map, attach, use_sys)
+
+
+def one_line(e):
+    text = " ".join(str(e).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def not_loadable(model, source, found, what, e):
+    """The one-line message for a model whose config, weights or tokenizer cannot be loaded."""
+    if Path(source).is_dir():
+        return f"model {model!r}: the {what} of the folder {source} cannot be loaded: {one_line(e)}"
+    if found.startswith("alias"):
+        return (f"model {model!r} is an alias ({found}), whose {what} could not be loaded (no network and not in "
+                f"the Hugging Face cache? not allowed to download it?): {one_line(e)}")
+    return (f"model {model!r}: not a folder models/{model}/, not an alias ({', '.join(ALIASES)}), and its {what} "
+            f"could not be loaded as a hub id or path: {one_line(e)}")
+
+
+def is_oom(e):
+    """An out-of-memory error of torch: on a GPU, or the CPU allocator's."""
+    import torch
+
+    text = str(e)
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and (
+        "out of memory" in text or "DefaultCPUAllocator: can't allocate" in text))
 
 
 def use_qwen1_tokenizer(loaded, args, prompts, input_path, first):
@@ -271,7 +350,7 @@ def run_manifest(args, loaded, input_path, prompts, shard=None, prompt_range=Non
         "model_source": loaded.source, "revision": getattr(config, "_commit_hash", None),
         "config_sha256": hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest(),
         "dtype": str(loaded.dtype).removeprefix("torch."), "device_map": loaded.device_map,
-        "max_memory": args.max_memory, "batch_size": args.batch_size,
+        "max_memory": args.max_memory,
         "max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample,
         "temperature": args.temperature if args.do_sample else None, "seed": args.seed,
         "sys_template": args.sys_template if loaded.use_sys else None, "chat_template": args.chat_template,
@@ -286,7 +365,10 @@ def run_manifest(args, loaded, input_path, prompts, shard=None, prompt_range=Non
             "devices": {k: str(v) for k, v in getattr(model, "hf_device_map", {"": model.device}).items()},
             "layers": config.num_hidden_layers, "generation_config": model.generation_config.to_diff_dict(),
             "model_argument": args.model, "file": args.file, "prompts": None if interactive else len(prompts),
+            "batch_size": args.batch_size, "sorted": bool(args.sort and not interactive),
             "command": shlex.join([sys.executable] + sys.argv)}
+    if args.truncate:  # only when on, so that runs made before the flag existed still resume
+        settings["truncate"] = "left"
     if shard:
         settings["shard"] = list(shard)
         info.update(shard=list(shard), prompt_range=list(prompt_range), prompts_total=total)
@@ -307,16 +389,22 @@ class Generator:
                                                       add_generation_prompt=True)
         return self.args.sys_template.replace("<|custom|>", prompt) if self.use_sys else prompt
 
-    def __call__(self, prompts, seed):
+    def encode(self, prompts):
+        """The token ids of each prompt, wrapped as it is generated from."""
+        return self.tokenizer([self.wrap(p) for p in prompts],
+                              add_special_tokens=not self.args.chat_template)["input_ids"]
+
+    def __call__(self, ids, seed):
+        """Generate for a batch of token id lists; (texts, ratio text, index counts, counted steps per prompt)."""
         import torch
 
-        enc = self.tokenizer([self.wrap(p) for p in prompts], return_tensors="pt", padding=True,
-                             add_special_tokens=not self.args.chat_template).to(self.model.device)
+        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True).to(self.model.device)
         sampling = {"do_sample": True, "temperature": self.args.temperature} if self.args.do_sample else \
             {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         torch.manual_seed(seed)
-        out = self.model.generate(**enc, max_new_tokens=self.args.max_new_tokens,
-                                  pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        with injected_oom(self.model, len(ids), self.args.max_new_tokens):
+            out = self.model.generate(**enc, max_new_tokens=self.args.max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
         stats = self.model.activation_recorder.take()
         new = out[:, enc.input_ids.shape[1]:].cpu().tolist()
         steps = stats.steps.tolist()
@@ -326,7 +414,67 @@ class Generator:
                 raise RuntimeError(f"the recorder counted {steps[b]} steps for prompt {b} of the batch, the tokens "
                                    "say otherwise: a bug, please report it with the manifest")
         texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True) for row, n in zip(new, steps)]
-        return texts, ratio_lines(stats.zero_counts, stats.width), stats.active_counts.numpy(), sum(steps)
+        return texts, ratio_lines(stats.zero_counts, stats.width), stats.active_counts.numpy(), steps
+
+
+class injected_oom:
+    """Testing OOM recovery on any machine: with PIM_FAULT_OOM_AT_BATCH=<n> in the environment, a generate call
+    of n prompts raises torch.OutOfMemoryError at its first decode step (after real work)."""
+
+    def __init__(self, model, batch, max_new_tokens):
+        self.handle = None
+        if os.environ.get("PIM_FAULT_OOM_AT_BATCH", "") == str(batch):
+            import torch
+
+            calls = []
+
+            def hook(module, args, kwargs):
+                calls.append(1)
+                if len(calls) == min(2, max_new_tokens):
+                    raise torch.OutOfMemoryError(f"CUDA out of memory (fault injected by PIM_FAULT_OOM_AT_BATCH="
+                                                 f"{batch})")
+            self.handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.remove()
+
+
+def model_max_length(config, tokenizer):
+    """Tokens a sequence may have: the config's position limit, or the tokenizer's when smaller and sane;
+    None where neither says (BLOOM's ALiBi has no limit)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limits = [getattr(text, k, None) for k in ("max_position_embeddings", "n_positions", "seq_length")]
+    limits.append(getattr(tokenizer, "model_max_length", None))
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 10_000_000]
+    return min(limits) if limits else None
+
+
+def check_lengths(ids, limit, max_new_tokens, path, first_line, truncate):
+    """Prompts (token ids) that, with max_new_tokens, exceed the model's limit: an error naming file:line, or
+    with truncate cut from the left, keeping their end. Returns the ids and the lines cut."""
+    if limit is None:
+        return ids, []
+    room = limit - max_new_tokens
+    if room < 1:
+        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt: the model takes at most "
+                        f"{limit} tokens")
+    too_long = [i for i, x in enumerate(ids) if len(x) > room]
+    if not too_long:
+        return ids, []
+    if not truncate:
+        i = too_long[0]
+        more = f" (and {len(too_long) - 1} more lines)" if len(too_long) > 1 else ""
+        raise UserError(f"{path}:{first_line + i}: {len(ids[i])} prompt tokens + {max_new_tokens} max_new_tokens > "
+                        f"{limit}, the model's maximum length{more}: shorten it, lower --max-new-tokens, or pass "
+                        "--truncate to cut such prompts from the left (keeping their end)")
+    cut = [x[len(x) - room:] if len(x) > room else x for x in ids]
+    print(f"note: --truncate: cut {len(too_long)} prompts from the left to {room} tokens (first: "
+          f"{path}:{first_line + too_long[0]})", file=sys.stderr)
+    return cut, [first_line + i for i in too_long]
 
 
 def run_name(model, deactivate=None):
@@ -348,6 +496,7 @@ def launched():
 
 
 def run(args):
+    check_args(args)
     interactive = args.interactive
     input_path = Path(args.data_dir) / f"{args.file}.txt"
     prompts = None if interactive else read_prompts(input_path)
@@ -361,21 +510,35 @@ def run(args):
     if shard:
         if shard[1] > len(prompts):
             raise UserError(f"{shard[1]} shards for {len(prompts)} prompts: use at most one shard per prompt")
+        check_split(results_dir, args.file, name, shard, args.overwrite, state)
         first, last = shard_range(len(prompts), *shard)
         total, prompts = len(prompts), prompts[first:last]
         name, results_dir = shard_model_name(name, *shard), shard_dir(args.results_dir)
-    loaded = load_model(args)
-    if getattr(loaded.config, "qwen1", None):
-        use_qwen1_tokenizer(loaded, args, prompts, input_path, first)
-    settings, info = run_manifest(args, loaded, input_path, prompts, shard, (first, first + len(prompts or ())), total)
-    writer = RunWriter(results_dir, args.file, name, settings, overwrite=args.overwrite)
-    done = writer.open(info)
-    generate = Generator(loaded, args)
-    if interactive:
-        run_interactive(generate, writer, args)
-    else:
-        run_file(generate, writer, prompts, done, first, args)
-    writer.finish()
+    with RunLock(results_dir, args.file, name):
+        loaded = load_model(args)
+        if getattr(loaded.config, "qwen1", None):
+            use_qwen1_tokenizer(loaded, args, prompts, input_path, first)
+        generate = Generator(loaded, args)
+        ids = None
+        if not interactive:
+            ids, _ = check_lengths(generate.encode(prompts), model_max_length(loaded.config, loaded.tokenizer),
+                                   args.max_new_tokens, input_path, first + 1, args.truncate)
+        settings, info = run_manifest(args, loaded, input_path, prompts, shard, (first, first + len(prompts or ())),
+                                      total)
+        writer = RunWriter(results_dir, args.file, name, settings, overwrite=args.overwrite)
+        try:
+            if interactive:
+                finished = run_interactive(generate, writer, info, args)
+            else:
+                run_file(generate, writer, ids, writer.open(info), first, args)
+                finished = True
+            if finished:
+                writer.finish()
+        except BaseException:
+            writer.abandon()
+            raise
+    if not finished:
+        return
     print(f"{writer.done} prompts, {writer.steps} counted steps: " +
           ", ".join(str(writer.paths[k]) for k in ("result", "ratio", "index", "manifest")), file=sys.stderr)
     if state:
@@ -392,46 +555,130 @@ def process_shard(args, state):
     return shard
 
 
+def check_split(results_dir, file, model, shard, overwrite, state):
+    """Before the model is loaded: a launch of n processes (or --shard i/n) must fit what is on disk, so that
+    the merge at the end cannot fail: no shards of another split of this run (for --shard jobs: no
+    unfinished ones), and no unfinished run of one process (which NPROC would silently leave behind)."""
+    how = "NPROC" if state else "--shard i/"
+    target = run_paths(results_dir, file, model)["manifest"]
+    single = read_manifest(target)
+    if single and single.get("status") == "running" and "shards" not in single and not overwrite:
+        raise UserError(f"{target} is an unfinished run of one process ({single.get('prompts_done', 0)} prompts "
+                        f"done): resume it as it was started (without NPROC or --shard), or pass --overwrite")
+    for path in find_shard_manifests(results_dir, file, model):
+        m = read_manifest(path) or {}
+        index, count = (m.get("shard") or [None, None])[:2]
+        status = "finished" if m.get("status") == "finished" else "unfinished"
+        # separate jobs may name the shards to merge (merge_results.py --manifests); a launch merges all
+        if count is not None and count != shard[1] and (state or status == "unfinished"):
+            raise UserError(f"{path} is a{'n' if status == 'unfinished' else ''} {status} shard {index}/{count} of a split into {count}, which the merge "
+                            f"of a split into {shard[1]} would refuse: {'resume with ' + how + str(count) if status == 'unfinished' else 'remove it'}"
+                            f", or remove {shard_dir(results_dir)}/{file}-*-{model}-shard*of{count}.* first")
+
+
 def merge_ranks(state, args, shard, command):
     """Launched with several processes: when all are done, rank 0 merges their shards."""
     state.wait_for_everyone()
     if state.is_main_process:
-        merged = merge_shards(args.results_dir, args.file, run_name(args.model, args.deactivate), overwrite=args.overwrite,
-                              command=command)
-        print(f"merged {shard[1]} shards into {merged['result'].parent}/{args.file}-*-"
-              f"{run_name(args.model, args.deactivate)}.*",
+        name = run_name(args.model, args.deactivate)
+        with RunLock(args.results_dir, args.file, name):
+            merged = merge_shards(args.results_dir, args.file, name, overwrite=args.overwrite, command=command)
+        print(f"merged {shard[1]} shards into {merged['result'].parent}/{args.file}-*-{name}.*",
               file=sys.stderr)
     state.wait_for_everyone()
 
 
-def run_file(generate, writer, prompts, done, offset, args):
+def plan_batches(lengths, batch_size, sort, window):
+    """The generate calls of a run: lists of prompt indices. In input order, or with `sort` longest first
+    within windows of `window` prompts (in input order), so that a batch holds prompts of similar length."""
+    order = range(len(lengths))
+    if not sort:
+        return [list(order[i:i + batch_size]) for i in range(0, len(lengths), batch_size)]
+    batches = []
+    for start in range(0, len(lengths), window):
+        chunk = sorted(order[start:start + window], key=lambda i: (-lengths[i], i))
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return batches
+
+
+def split_records(batch, texts, ratio_text, steps):
+    """(prompt index, result line, ratio rows, steps) per prompt of a batch; its ratio rows are in batch order."""
+    rows = ratio_text.splitlines(keepends=True)
+    records, at = [], 0
+    for index, text, n in zip(batch, texts, steps):
+        records.append((index, escape_newlines(text), "".join(rows[at:at + n]), n))
+        at += n
+    return records
+
+
+def run_file(generate, writer, ids, done, offset, args):
+    from collections import deque
+
     from tqdm import tqdm
 
     if done:
-        print(f"resuming {writer.paths['manifest']}: {done} of {len(prompts)} prompts are done", file=sys.stderr)
-    tokens, start = 0, time.perf_counter()
+        print(f"resuming {writer.paths['manifest']}: {done} of {len(ids)} prompts are done", file=sys.stderr)
+    completed = writer.completed
+    plan = plan_batches([len(x) for x in ids], args.batch_size, args.sort, args.batch_size * args.sort_window)
+    queue = deque(b for b in ([i for i in batch if i not in completed] for batch in plan) if b)
+    size, tokens, start = args.batch_size, 0, time.perf_counter()
     desc = f"{args.file} [shard {writer.settings['shard'][0]}/{writer.settings['shard'][1]}]" \
         if "shard" in writer.settings else args.file
-    with tqdm(total=len(prompts), initial=done, unit="prompt", desc=desc, dynamic_ncols=True) as bar:
-        for first in range(done, len(prompts), args.batch_size):
-            batch = prompts[first:first + args.batch_size]
-            texts, ratio_text, counts, steps = generate(batch, args.seed + offset + first)
-            writer.commit([escape_newlines(t) for t in texts], ratio_text, counts, steps)
-            tokens += steps
+    with tqdm(total=len(ids), initial=done, unit="prompt", desc=desc, dynamic_ncols=True) as bar:
+        while queue:
+            batch = queue.popleft()
+            if len(batch) > size:  # smaller batches since an out-of-memory error
+                queue.extendleft(reversed([batch[i:i + size] for i in range(0, len(batch), size)]))
+                continue
+            try:
+                texts, ratio_text, counts, steps = generate([ids[i] for i in batch], args.seed + offset + min(batch))
+            except Exception as e:  # noqa: BLE001 -- only out-of-memory errors are handled
+                if not is_oom(e) or len(batch) == 1:
+                    raise
+                size = len(batch) // 2
+                print(f"note: out of memory with a batch of {len(batch)} prompts ({one_line(e)}): going on with "
+                      f"batches of {size}", file=sys.stderr)
+                writer.note("batch_size_changes", {"from": len(batch), "to": size, "why": "out of memory"})
+                writer.manifest["batch_size"] = size
+                free_memory()
+                queue.appendleft(batch)
+                continue
+            writer.commit_prompts(split_records(batch, texts, ratio_text, steps), counts)
+            tokens += sum(steps)
             bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
             bar.update(len(texts))
 
 
-def run_interactive(generate, writer, args):
+def free_memory():
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_interactive(generate, writer, info, args):
+    """Prompts from standard input; the run's files are made with the first prompt. Returns whether any
+    prompt was recorded."""
     print("type a prompt per line (a literal \\n is a newline); Ctrl-D ends and writes the index file",
           file=sys.stderr)
+    opened = False
     for line in sys.stdin:
         prompt = unescape_newlines(line.rstrip("\n")).strip()
         if not prompt:
             continue
-        texts, ratio_text, counts, steps = generate([prompt], args.seed + writer.done)
+        if not opened:
+            writer.open(info)
+            opened = True
+        index = len(writer.completed)
+        texts, ratio_text, counts, steps = generate(generate.encode([prompt]), args.seed + index)
         print(texts[0], flush=True)
-        writer.commit([escape_newlines(texts[0])], ratio_text, counts, steps)
+        writer.commit_prompts(split_records([index], texts, ratio_text, steps), counts)
+    if not opened:
+        print("no prompt was given: nothing written", file=sys.stderr)
+    return opened
 
 
 def main(argv=None):
@@ -440,6 +687,9 @@ def main(argv=None):
         run(args)
     except (UserError, RunRefused) as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # a full disk, an unwritable folder, ...
+        where = ": ".join(str(x) for x in (e.filename, e.strerror or e) if x)
+        sys.exit(f"error: {where} (what was committed before stays; start the same command again to resume)")
 
 
 if __name__ == "__main__":

@@ -154,6 +154,10 @@ def cmd_install(args):
     version = pinned_version()
     patches = args.patches or default_patch_dir(version)
     want = patches_sha256(patches)
+    if args.src:  # checked even when nothing is to be done, so that a wrong TRANSFORMERS_SRC is never ignored
+        found = tree_version(args.src)
+        if found != version:
+            raise PatchError(f"{args.src} holds transformers {found}, but requirements.txt pins {version}")
     if installed_patch_sha() == [version, want] and not args.force:
         print(f"transformers {version} with patches {want[:12]} is already installed: nothing to do")
         return
