@@ -191,7 +191,7 @@ def test_peak_analysis_top_20_percent_with_ties(two_runs, tmp_path, capsys):
         assert f"{label}: {len(top)} of {LAYERS * WIDTH} neurons kept, counts {top[0][2]} down to {top[-1][2]}" in out
 
 
-@pytest.mark.parametrize("width, max_bins", [(40, 7), (57, 10), (100, 33), (10, 20), (1000, 999)])
+@pytest.mark.parametrize("width, max_bins", [(40, 7), (40, 8), (57, 10), (100, 33), (10, 20), (1000, 999), (2048, 1024)])
 def test_heatmap_bins_by_hand(width, max_bins):
     rng = random.Random(width)
     counts = [[rng.randrange(100) for _ in range(width)] for _ in range(2)]
