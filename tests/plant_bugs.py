@@ -58,7 +58,7 @@ MUTATIONS = [
     Mutation("index-not-running-total", REC, "_write_index(self.files[1], self.active_counts)",
              "_write_index(self.files[1], counts)",
              "activate_file's index file holds the last generate call's counts, not the running total",
-             ("tests/test_promises.py", "tests/test_recorder.py")),
+             ("tests/test_promises.py", "tests/test_promises_second.py")),
     Mutation("eos-counted-on", REC, "torch.where(self._hit, self._inf, previous, out=threshold)",
              "threshold.copy_(previous)",
              "a sequence that emitted EOS goes on being counted",

@@ -73,3 +73,27 @@ def test_generate_runs_eagerly_while_recording(tiny_model_dirs, monkeypatch):
     model.generate(**enc, max_new_tokens=2, do_sample=False, cache_implementation="static")
     assert seen == [None, True]
     assert model.activation_recorder.take().steps.tolist() == [2, 2]
+
+
+def test_a_run_started_again_with_other_settings_is_refused_and_a_finished_one_kept(tmp_path):
+    """RunWriter alone (tests/test_infer.py does it end to end): other settings name what differs, a finished
+    run is kept unless overwrite, and nothing is changed by a refusal."""
+    from pim.run_writer import RunRefused, RunWriter
+
+    settings = {"model_source": "x", "batch_size": 2, "dtype": "float32"}
+    writer = RunWriter(tmp_path, "f", "m", settings)
+    writer.open({})
+    writer.commit(["a", "b"], '{"0": [0.5, 0.5]}\n', np.array([[1, 2]]), 1)
+    before = {k: writer.paths[k].read_bytes() for k in ("result", "ratio", "progress")}
+    with pytest.raises(RunRefused) as refused:
+        RunWriter(tmp_path, "f", "m", {**settings, "batch_size": 4, "dtype": "bfloat16"}).open({})
+    assert "batch_size: 2 then, 4 now" in str(refused.value) and "dtype: 'float32' then, 'bfloat16' now" in \
+        str(refused.value) and "model_source" not in str(refused.value)
+    assert {k: writer.paths[k].read_bytes() for k in before} == before
+    writer.finish()
+    finished = {k: writer.paths[k].read_bytes() for k in ("result", "ratio", "index", "manifest")}
+    with pytest.raises(RunRefused, match="is a finished run.*--overwrite"):
+        RunWriter(tmp_path, "f", "m", settings).open({})
+    assert {k: writer.paths[k].read_bytes() for k in finished} == finished
+    again = RunWriter(tmp_path, "f", "m", settings, overwrite=True)
+    assert again.open({}) == 0 and again.paths["result"].read_bytes() == b"" and not again.paths["index"].exists()
