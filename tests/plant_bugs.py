@@ -15,6 +15,7 @@ Not part of `make test` (it runs the tests once per bug: ~10-15 minutes on 2 cor
     .venv/bin/python tests/plant_bugs.py --only gt-to-ge eos-counted-on
     .venv/bin/python tests/plant_bugs.py --check           # only check that every old text is still there
     .venv/bin/python tests/plant_bugs.py --baseline        # first run all the listed tests unmutated
+    .venv/bin/python tests/plant_bugs.py --only eos-counted-on --tests tests/test_infer.py   # another test
 """
 import argparse
 import os
@@ -273,6 +274,8 @@ def main(argv=None):
     p.add_argument("--list", action="store_true", help="list the mutations and exit")
     p.add_argument("--check", action="store_true", help="only check that every old text occurs once, and exit")
     p.add_argument("--baseline", action="store_true", help="first run every listed test without a mutation")
+    p.add_argument("--tests", nargs="+", metavar="TEST",
+                   help="run these tests (pytest ids) instead of each mutation's own: does a second test catch it too?")
     p.add_argument("--timeout", type=int, default=TIMEOUT, help=f"seconds per mutation (default {TIMEOUT})")
     args = p.parse_args(argv)
     mutations = MUTATIONS
@@ -281,6 +284,8 @@ def main(argv=None):
         if unknown:
             p.error(f"no mutation {', '.join(sorted(unknown))}; --list shows them")
         mutations = [m for m in MUTATIONS if m.name in args.only]
+    if args.tests:
+        mutations = [Mutation(m.name, m.file, m.old, m.new, m.description, tuple(args.tests)) for m in mutations]
     if args.list:
         for m in mutations:
             print(f"{m.name:34} {m.file:32} {m.description}")
