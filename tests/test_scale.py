@@ -7,7 +7,7 @@ then flip. With batches that differ (batch 3 from prompt 0 in one process, batch
 first prompt in the shards) the comparison held only while no such value happened to lie near a boundary
 (it failed once). Here N_PROMPTS and BATCH make every shard boundary of 2 and 3 shards a batch boundary
 of the single run, so each prompt is generated in the same batch, with the same padding, in both; a run
-with the same batches gives the same bits from process to process (checked: 8 processes under load).
+with the same batches gives the same bits from process to process (checked under load).
 """
 import json
 import subprocess
