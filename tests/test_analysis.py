@@ -37,6 +37,17 @@ def png_size(path):
     return struct.unpack(">II", head[16:24])
 
 
+def heatmap_pixels(path, layers, neurons):
+    """[layer][neuron] RGB at the centre of each cell of a heatmap of the default size with one column per
+    neuron (layer 0 at the bottom)."""
+    image = np.asarray(Image.open(path).convert("RGB"))
+    top, bottom = heatmap_layout.TOP, heatmap_layout.HEIGHT - heatmap_layout.BOTTOM
+    plot = heatmap_layout.plot_width(heatmap_layout.WIDTH)
+    return [[image[int(bottom - (layer + 0.5) * (bottom - top) / layers),
+                   int(heatmap_layout.LEFT + (n + 0.5) * plot / neurons)].tolist() for n in range(neurons)]
+            for layer in range(layers)]
+
+
 def write_run(results, file, model, counts, ratio_counts=None, width=None):
     """<file>-index-<model>.jsonl from counts [layers, width], and the ratio file from int (eq, le)
     counts [rows, layers, 2] out of `width` neurons."""
@@ -180,10 +191,19 @@ def test_comparison_report_by_hand(tmp_path, capsys):
     assert float(p["jaccard0.1"]) == 0 and float(p["jaccard0.2"]) == pytest.approx(1 / 3)
     md = (results / "tables" / "compare-t-deu2eng-m.md").read_text()
     assert "suppresses 12.50 percentage points more neurons (75.00% vs 62.50%)" in md
-    for link in ("../figures/compare-t-deu2eng-m-peak.png", "../figures/compare-t-deu2eng-m-suppressed.png",
-                 "../figures/t-deu2eng-heatmap-m.png", "../figures/t-GPT4-deu_spa2eng-heatmap-m.png"):
+    sizes = {"../figures/compare-t-deu2eng-m-peak.png": (peak_stats.WIDTH, peak_stats.HEIGHT),
+             "../figures/compare-t-deu2eng-m-suppressed.png": (1200, 800),  # draw_suppressed's size
+             "../figures/t-deu2eng-heatmap-m.png": (heatmap_layout.WIDTH, heatmap_layout.HEIGHT),
+             "../figures/t-GPT4-deu_spa2eng-heatmap-m.png": (heatmap_layout.WIDTH, heatmap_layout.HEIGHT)}
+    for link, size in sizes.items():
         assert f"]({link})" in md
-        assert png_size(results / "tables" / link) > (0, 0)
+        assert png_size(results / "tables" / link) == size
+    # the heatmap's content: direct's layer 0 neuron 0 (50, the largest count) is white in 'hot', layer 1
+    # neuron 4 (0, the smallest) black; PiM-1's layer 0 neuron 1 (30, its largest) white
+    direct = heatmap_pixels(results / "figures" / "t-deu2eng-heatmap-m.png", layers=2, neurons=5)
+    assert direct[0][0] == [255, 255, 255] and max(direct[1][4]) < 20 and direct[0][0] != direct[0][1]
+    pim = heatmap_pixels(results / "figures" / "t-GPT4-deu_spa2eng-heatmap-m.png", layers=2, neurons=5)
+    assert pim[0][1] == [255, 255, 255] and max(pim[0][0]) < 20
     assert "| 1 | 0.5000 | 0.7500 | +0.2500 |" in md  # per layer: le_zero of layer 1 and the difference
     assert "0.7500" in capsys.readouterr().out
 
@@ -234,8 +254,10 @@ def test_plot_all_draws_the_rest_when_a_file_is_broken(tmp_path, capsys):
         plot_all.main(["--results-dir", str(results)])
     assert str(e.value) == (f"plot_all.py: error: could not draw t-GPT4-deu_spa2eng · m: "
                             f"{results}/t-GPT4-deu_spa2eng-ratio-m.jsonl:2: 1 layers, but line 1 has 2")
-    for name in ("t-deu2eng-heatmap-m.png", "u-fra2eng-heatmap-m.png", "u-fra2eng-peak-m.png"):
-        assert png_size(results / "figures" / name)
+    heatmap_size, peak_size = (heatmap_layout.WIDTH, heatmap_layout.HEIGHT), (peak_stats.WIDTH, peak_stats.HEIGHT)
+    for name, size in (("t-deu2eng-heatmap-m.png", heatmap_size), ("u-fra2eng-heatmap-m.png", heatmap_size),
+                       ("u-fra2eng-peak-m.png", peak_size)):
+        assert png_size(results / "figures" / name) == size
     assert not (results / "tables" / "compare-t-deu2eng-m.md").exists()  # it would lack one condition
 
 

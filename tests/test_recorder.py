@@ -152,16 +152,23 @@ def test_recording_changes_nothing_the_model_computes(arch, tiny_model_dirs):
 def test_programmatic_interface(tiny_model_dirs):
     model, tok = load(tiny_model_dirs["qwen2"])
     recorder = model.start_activation_recording()
-    tokens = run(model, tok, PROMPTS[:2], 2) + run(model, tok, PROMPTS[2:], 2)
-    stats = recorder.take()
     eos = model.generation_config.eos_token_id
+    tokens, shares = [], []  # shares: the hook reference's (count == 0 / width, count <= 0 / width) per step
+    for batch in (PROMPTS[:2], PROMPTS[2:]):
+        reference = HookReference(model)
+        new = run(model, tok, batch, 2)
+        reference.remove()
+        tokens += new
+        shares += reference.expected(torch.tensor(new), {eos})[0]
+    stats = recorder.take()
     steps = [row.index(eos) + 1 if eos in row else len(row) for row in tokens]
     width = model.config.intermediate_size
     assert stats.width == width and stats.active_counts.shape == (3, width)
     assert stats.steps.tolist() == steps
     assert stats.zero_counts.shape == (sum(steps), 3, 2)
     assert torch.equal(stats.active_counts, recorder.active_counts)
-    assert torch.equal(stats.ratios(), stats.zero_counts.double() / width)
+    assert stats.ratios().dtype == torch.float64 and stats.ratios().tolist() == shares
+    assert any(0 < eq < le < 1 for row in shares for eq, le in row)  # shares that tell eq from le
     # every counted step adds at most 1 per neuron, and > 0 excludes <= 0
     assert int(stats.active_counts.max()) <= 4 * MAX_NEW_TOKENS
     assert int(stats.active_counts.sum()) == int((width - stats.zero_counts[:, :, 1]).sum())

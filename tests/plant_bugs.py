@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""Plant known bugs one at a time and report which test catches each (docs/testing.md).
+
+Each mutation is (name, file, exact old text, new text, what the bug is, the tests to run). For each one
+the script checks that the old text occurs exactly once (it stops, naming the mutation, if the code has
+moved), writes the mutated file, and, for a file under modeling/ (the patched transformers' drop-in
+copies), also writes it over the installed transformers package's copy (found by importing
+transformers in the environment's python). It runs the listed tests with `pytest -x -q`, records the
+first failing test (or MISSED), and restores every file it touched, with its old modification time:
+always, on an error or Ctrl-C too. At the end it prints a table; the exit status is 1 if a bug was missed.
+
+Not part of `make test` (it runs the tests once per bug: ~10-15 minutes on 2 cores):
+
+    .venv/bin/python tests/plant_bugs.py                   # every mutation
+    .venv/bin/python tests/plant_bugs.py --only gt-to-ge eos-counted-on
+    .venv/bin/python tests/plant_bugs.py --check           # only check that every old text is still there
+    .venv/bin/python tests/plant_bugs.py --baseline        # first run all the listed tests unmutated
+    .venv/bin/python tests/plant_bugs.py --only eos-counted-on --tests tests/test_infer.py   # another test
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+TIMEOUT = 900  # seconds for the tests of one mutation
+PYTEST = ["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+ENV = {"PYTHONDONTWRITEBYTECODE": "1"}  # no .pyc of a mutated file is left behind
+
+
+@dataclass
+class Mutation:
+    name: str
+    file: str  # relative to ROOT
+    old: str
+    new: str
+    description: str
+    tests: tuple  # pytest node ids or files, relative to ROOT
+
+
+REC = "modeling/activation_recorder.py"
+MUTATIONS = [
+    # --- the recorder (patched transformers) ---
+    Mutation("gt-to-ge", REC, "torch.gt(acts, threshold, out=self.positive)",
+             "torch.ge(acts, threshold, out=self.positive)",
+             "the index counts activation >= 0 instead of > 0 (exact zeros count as fired)",
+             ("tests/test_exact_zeros.py",)),
+    Mutation("eq-to-le", REC, "torch.eq(acts, 0, out=self.eq_zero)", "torch.le(acts, 0, out=self.eq_zero)",
+             "eq_zero counts <= 0 instead of == 0",
+             ("tests/test_exact_zeros.py",)),
+    Mutation("le-to-lt", REC, "torch.le(acts, 0, out=self.le_zero)", "torch.lt(acts, 0, out=self.le_zero)",
+             "le_zero counts < 0 instead of <= 0 (exact zeros not suppressed)",
+             ("tests/test_exact_zeros.py",)),
+    Mutation("index-not-running-total", REC, "_write_index(self.files[1], self.active_counts)",
+             "_write_index(self.files[1], counts)",
+             "activate_file's index file holds the last generate call's counts, not the running total",
+             ("tests/test_promises.py", "tests/test_promises_second.py")),
+    Mutation("eos-counted-on", REC, "torch.where(self._hit, self._inf, previous, out=threshold)",
+             "threshold.copy_(previous)",
+             "a sequence that emitted EOS goes on being counted",
+             ("tests/test_recorder.py::test_files_equal_hook_reference", "tests/test_infer.py")),
+    Mutation("prefill-first-position", REC, "self._pending[layer] = activation[:, -1:].detach().clone()",
+             "self._pending[layer] = activation[:, :1].detach().clone()",
+             "at prefill the first prompt position is measured instead of the last",
+             ("tests/test_exact_zeros.py",)),
+    Mutation("right-padding-accepted", REC,
+             "if mask is not None and mask.shape[0] > 1 and not bool(mask[:, -1].all()):",
+             "if False:",
+             "right-padded batches are recorded (their last position is a pad) instead of refused",
+             ("tests/test_promises.py::test_right_padding_is_refused_and_writes_nothing",
+              "tests/test_recorder.py::test_refusals")),
+    Mutation("hooks-on-the-mlp", REC, "        sites.append(act)\n", "        sites.append(mlp)\n",
+             "hook mode hooks the MLP's output instead of its activation module",
+             ("tests/test_hooks.py", "tests/test_exact_zeros.py")),
+    Mutation("hooks-layers-reversed", REC,
+             "handles = [site.register_forward_hook(on_activation(i)) for i, site in enumerate(sites)]",
+             "handles = [site.register_forward_hook(on_activation(len(sites) - 1 - i)) for i, site in enumerate(sites)]",
+             "hook mode files each layer's activation under another layer",
+             ("tests/test_hooks.py", "tests/test_exact_zeros.py")),
+    Mutation("deactivation-not-applied", REC, "            activation = activation.index_fill(-1, off, 0)\n",
+             "            activation.index_fill(-1, off, 0)\n",
+             "deactivate={...}: the neurons are not set to 0 (the filled copy is dropped)",
+             ("tests/test_positions_and_deactivation.py",)),
+    Mutation("deactivation-after-recording", REC,
+             "        if off is not None:\n            activation = activation.index_fill(-1, off, 0)\n"
+             "        if self.positions == \"all\":\n            self._count_positions(layer, activation)\n"
+             "        if activation.shape[1] == 1:\n            self._pending[layer] = activation\n"
+             "        else:  # prefill: copy, so the whole prompt's activations are not kept alive\n"
+             "            self._pending[layer] = activation[:, -1:].detach().clone()\n",
+             "        if self.positions == \"all\":\n            self._count_positions(layer, activation)\n"
+             "        if activation.shape[1] == 1:\n            self._pending[layer] = activation\n"
+             "        else:  # prefill: copy, so the whole prompt's activations are not kept alive\n"
+             "            self._pending[layer] = activation[:, -1:].detach().clone()\n"
+             "        if off is not None:\n            activation = activation.index_fill(-1, off, 0)\n",
+             "deactivation is applied after the activation was recorded (the model sees it, the counts do not)",
+             ("tests/test_positions_and_deactivation.py",)),
+    Mutation("positions-all-counts-pads", REC,
+             "        if mask is not None:\n            positive &= mask",
+             "        if False:\n            positive &= mask",
+             "positions='all' counts the pad positions (and finished rows) too",
+             ("tests/test_positions_and_deactivation.py",)),
+    Mutation("qwen2-site-after-up-proj", "modeling/modeling_qwen2.py",
+             "            gate = self.record_activation(gate)  # deactivated neurons come back as 0\n"
+             "        down_proj = self.down_proj(gate * self.up_proj(x))\n",
+             "            gate = self.record_activation(gate * self.up_proj(x)) / self.up_proj(x)\n"
+             "        down_proj = self.down_proj(gate * self.up_proj(x))\n",
+             "Qwen2's patch records act_fn(gate_proj(x)) * up_proj(x) instead of the gate alone",
+             ("tests/test_exact_zeros.py",)),
+    # --- writing and reading the files ---
+    Mutation("ratio-pair-swapped", "pim/activation_files.py",
+             "    shares = np.asarray(zero_counts, dtype=np.int64) / width\n",
+             "    shares = np.asarray(zero_counts, dtype=np.int64)[..., ::-1] / width\n",
+             "the project's ratio writer writes [le_zero, eq_zero] instead of [eq_zero, le_zero]",
+             ("tests/test_recorder.py::test_files_equal_hook_reference", "tests/test_analysis_stats.py")),
+    Mutation("resume-no-truncation", "pim/run_writer.py", "                f.truncate(size)\n", "                pass\n",
+             "a resumed run keeps what a killed batch appended after its last commit",
+             ("tests/test_promises.py::test_a_resumed_writer_cuts_the_files_back_to_the_committed_bytes",
+              "tests/test_infer.py::test_resume_drops_a_half_written_batch")),
+    Mutation("merge-index-not-summed", "pim/shards.py",
+             "        total_counts = counts if total_counts is None else total_counts + counts\n",
+             "        total_counts = counts\n",
+             "merging shards keeps the last shard's index counts instead of summing them",
+             ("tests/test_merge.py", "tests/test_scale.py::test_separate_shard_jobs_merge_to_the_files_of_one")),
+    Mutation("merge-shards-reversed", "pim/shards.py",
+             "            for paths in shard_files:\n                with open(paths[kind], \"rb\") as part:",
+             "            for paths in shard_files[::-1]:\n                with open(paths[kind], \"rb\") as part:",
+             "merging shards concatenates the result and ratio files in reverse shard order",
+             ("tests/test_merge.py", "tests/test_scale.py::test_separate_shard_jobs_merge_to_the_files_of_one")),
+    Mutation("qwen1-w1-w2-swapped", "pim/qwen1.py",
+             '    "mlp.w2.weight": "mlp.gate_proj.weight",  # w2 goes through SiLU: the gate\n'
+             '    "mlp.w1.weight": "mlp.up_proj.weight",\n',
+             '    "mlp.w2.weight": "mlp.up_proj.weight",  # w2 goes through SiLU: the gate\n'
+             '    "mlp.w1.weight": "mlp.gate_proj.weight",\n',
+             "the Qwen v1 converter maps w1 (not w2, the one through SiLU) to gate_proj",
+             ("tests/test_qwen1.py::test_logits_equal_v1_reference",
+              "tests/test_qwen1.py::test_recorded_files_equal_v1_reference")),
+    # --- the analyses' numbers ---
+    Mutation("mean-of-block-means", "pim/neuron_stats.py",
+             "    ratios = read_ratio(path)\n    return Summary(layer_means(ratios), len(ratios))\n",
+             "    from pim import activation_files\n    ratios = read_ratio(path)\n"
+             "    per_block = max(1, activation_files._BLOCK_VALUES // (2 * ratios.shape[1]))\n"
+             "    means = [layer_means(ratios[i:i + per_block]) for i in range(0, len(ratios), per_block)]\n"
+             "    return Summary({k: np.mean([m[k] for m in means], axis=0) for k in means[0]}, len(ratios))\n",
+             "a ratio file's summary is the mean of the means of its read blocks (unequal weights)",
+             ("tests/test_analysis_blocks.py", "tests/test_analysis.py")),
+    Mutation("lt-zero-sign", "pim/neuron_stats.py", '"lt_zero": le - eq,', '"lt_zero": eq - le,',
+             "lt_zero is eq_zero - le_zero (negative) instead of le_zero - eq_zero",
+             ("tests/test_analysis_stats.py", "tests/test_analysis_blocks.py")),
+    Mutation("layer-mean-over-steps-of-layers", "pim/neuron_stats.py",
+             "    eq = ratios[:, :, 0].mean(axis=0)\n", "    eq = ratios[:, :, 0].mean(axis=1).mean() + 0 * ratios[0, :, 0]\n",
+             "per-layer eq_zero means are replaced by the all-layer mean (layers averaged away)",
+             ("tests/test_analysis_blocks.py", "tests/test_analysis.py")),
+    Mutation("peak-ties-reversed", "pim/neuron_stats.py",
+             "key = flat.astype(np.int64) * n + np.arange(n - 1, -1, -1)",
+             "key = flat.astype(np.int64) * n + np.arange(n)",
+             "peak analysis breaks ties by the higher layer and neuron first",
+             ("tests/test_analysis_blocks.py", "tests/test_analysis_stats.py")),
+    Mutation("top-count-rounds-up", "pim/neuron_stats.py", "return int(total * proportion + 1e-9)",
+             "return int(-(-total * proportion // 1))",
+             "the top p of N neurons keeps ceil(N * p) instead of floor(N * p) (the paper's int())",
+             ("tests/test_analysis_blocks.py", "tests/test_analysis_stats.py")),
+    Mutation("concentration-of-all-neurons", "pim/neuron_stats.py",
+             "    return float(flat[top_ids(flat[None], proportion)].sum() / total)",
+             "    return float(flat[top_ids(flat[None], proportion)].sum() / flat.size)",
+             "concentration divides by the number of neurons instead of the sum of all counts",
+             ("tests/test_analysis_blocks.py", "tests/test_analysis_stats.py")),
+    Mutation("jaccard-over-smaller", "pim/neuron_stats.py",
+             "    union = np.union1d(ids_a, ids_b).size\n",
+             "    union = min(ids_a.size, ids_b.size)\n",
+             "top-neuron overlap divides by the smaller set instead of the union",
+             ("tests/test_analysis_blocks.py", "tests/test_analysis_stats.py")),
+    Mutation("heatmap-bins-off-by-one", "pim/neuron_stats.py",
+             "    size = -(-width // max(1, int(max_bins)))  # ceil: the largest bin\n",
+             "    size = width // max(1, int(max_bins)) + 1  # ceil: the largest bin\n",
+             "heatmap bins one neuron too wide when the width divides evenly (one bin fewer)",
+             ("tests/test_analysis_blocks.py", "tests/test_analysis_stats.py", "tests/test_analysis.py")),
+]
+
+
+def installed_copy(relative):
+    """The installed transformers file that a modeling/ file is a drop-in copy of."""
+    name = Path(relative).name
+    code = ("import transformers, pathlib; print(pathlib.Path(transformers.__file__).parent)")
+    package = Path(subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.strip())
+    if name == "activation_recorder.py":
+        return package / name
+    model = re.fullmatch(r"modeling_(\w+)\.py", name).group(1)
+    return package / "models" / model / name
+
+
+def check(mutations):
+    """Every old text occurs exactly once in its file; else a SystemExit naming the mutation."""
+    problems = []
+    for m in mutations:
+        path = ROOT / m.file
+        if not path.is_file():
+            problems.append(f"{m.name}: {m.file} does not exist")
+            continue
+        found = path.read_text(encoding="utf-8").count(m.old)
+        if found != 1:
+            problems.append(f"{m.name}: the old text occurs {found} times in {m.file} (the code moved?):\n"
+                            + "".join(f"    | {line}\n" for line in m.old.splitlines()))
+        for test in m.tests:
+            if not (ROOT / test.split("::")[0]).is_file():
+                problems.append(f"{m.name}: no test file {test.split('::')[0]}")
+        if m.file.startswith("modeling/"):
+            target = installed_copy(m.file)
+            if not target.is_file() or target.read_text(encoding="utf-8") != path.read_text(encoding="utf-8"):
+                problems.append(f"{m.name}: {target} is not the installed copy of {m.file} (run `make patch`)")
+    if problems:
+        raise SystemExit("plant_bugs.py: error:\n" + "\n".join(problems))
+
+
+def run_tests(tests, timeout):
+    """(first failing test id, or MISSED, or an ERROR line; seconds)."""
+    start = time.monotonic()
+    try:
+        res = subprocess.run([PYTHON, *PYTEST, *tests], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, **ENV})
+    except subprocess.TimeoutExpired:
+        return f"ERROR: timed out after {timeout} s", time.monotonic() - start
+    seconds = time.monotonic() - start
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", res.stdout, re.M)
+    if failed:
+        return failed[0], seconds
+    if res.returncode == 0:
+        return "MISSED", seconds
+    return f"ERROR: pytest exit status {res.returncode}: {(res.stdout + res.stderr).strip()[-300:]}", seconds
+
+
+class Planted:
+    """The mutation applied to its file (and the installed copy) inside the with-block, restored after."""
+
+    def __init__(self, mutation):
+        self.m = mutation
+        self.saved = []  # (path, bytes, (atime_ns, mtime_ns))
+
+    def _write(self, path, text):
+        stat = path.stat()
+        self.saved.append((path, path.read_bytes(), (stat.st_atime_ns, stat.st_mtime_ns)))
+        path.write_text(text, encoding="utf-8")
+
+    def __enter__(self):
+        source = ROOT / self.m.file
+        text = source.read_text(encoding="utf-8").replace(self.m.old, self.m.new, 1)
+        try:
+            self._write(source, text)
+            if self.m.file.startswith("modeling/"):
+                self._write(installed_copy(self.m.file), text)
+        except BaseException:
+            self.restore()
+            raise
+        return self
+
+    def restore(self):
+        while self.saved:
+            path, data, times = self.saved.pop()
+            path.write_bytes(data)
+            os.utime(path, ns=times)  # the old .pyc stays valid
+
+    def __exit__(self, *exc):
+        self.restore()
+        return False
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="only these mutations (see --list)")
+    p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    p.add_argument("--check", action="store_true", help="only check that every old text occurs once, and exit")
+    p.add_argument("--baseline", action="store_true", help="first run every listed test without a mutation")
+    p.add_argument("--tests", nargs="+", metavar="TEST",
+                   help="run these tests (pytest ids) instead of each mutation's own: does a second test catch it too?")
+    p.add_argument("--timeout", type=int, default=TIMEOUT, help=f"seconds per mutation (default {TIMEOUT})")
+    args = p.parse_args(argv)
+    mutations = MUTATIONS
+    if args.only:
+        unknown = set(args.only) - {m.name for m in MUTATIONS}
+        if unknown:
+            p.error(f"no mutation {', '.join(sorted(unknown))}; --list shows them")
+        mutations = [m for m in MUTATIONS if m.name in args.only]
+    if args.tests:
+        mutations = [Mutation(m.name, m.file, m.old, m.new, m.description, tuple(args.tests)) for m in mutations]
+    if args.list:
+        for m in mutations:
+            print(f"{m.name:34} {m.file:32} {m.description}")
+        return 0
+    check(mutations)
+    print(f"{len(mutations)} mutations: every old text found once", flush=True)
+    if args.check:
+        return 0
+    if args.baseline:
+        tests = list(dict.fromkeys(t for m in mutations for t in m.tests))
+        outcome, seconds = run_tests(tests, args.timeout * 2)
+        print(f"baseline ({seconds:.0f} s): {'all pass' if outcome == 'MISSED' else outcome}", flush=True)
+        if outcome != "MISSED":
+            return 1
+    rows = []
+    for m in mutations:
+        with Planted(m):
+            outcome, seconds = run_tests(m.tests, args.timeout)
+        rows.append((m.name, m.file, outcome, f"{seconds:.0f}"))
+        print(f"{m.name}: {outcome} ({seconds:.0f} s)", flush=True)
+    widths = [max(len(r[i]) for r in rows + [("mutation", "file", "caught by", "s")]) for i in range(4)]
+    print()
+    for row in [("mutation", "file", "caught by", "s")] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    missed = [r[0] for r in rows if not r[2].startswith("tests/")]
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} caught" + (f"; not caught: {', '.join(missed)}" if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
