@@ -53,8 +53,15 @@ def eos_model_dir(tiny_model_dirs, tmp_path_factory):
     from hook_reference import choose_early_eos
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["bloom"]).eval()
-    tok = AutoTokenizer.from_pretrained(tiny_model_dirs["bloom"])
+    from pim.tiny_models import build_tiny_model
+
+    # without the planted zeros (pim/tiny_models.py): their steep rows put activations at the edge of GELU's
+    # underflow, where another batch composition (padding, sorted batches, shards) can flip == 0 in the last
+    # bit; the byte comparisons across batchings below hold for this model (the recorder tests use the others)
+    plain = build_tiny_model("bloom", tmp_path_factory.mktemp("models") / "tiny-bloom-plain", CORPUS, seed=1,
+                             exact_zeros=False)
+    model = AutoModelForCausalLM.from_pretrained(plain).eval()
+    tok = AutoTokenizer.from_pretrained(plain)
     eos = choose_early_eos(model, tok, INPUT[:4], MAX_NEW_TOKENS)
     assert eos is not None
     model.generation_config.eos_token_id = eos

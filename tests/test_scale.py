@@ -21,7 +21,7 @@ from pim.shards import shard_range
 
 MERGE = [sys.executable, str(ROOT / "scripts" / "merge_results.py"), "--file", "prompts", "--model", "tiny-bloom-eos"]
 N_PROMPTS = 12  # 2 shards: [0, 6), [6, 12); 3 shards: [0, 4), [4, 8), [8, 12)
-BATCH = "2"  # divides every shard boundary: the shards' batches are the single run's batches
+BATCH = "2"  # divides every shard boundary: the shards' batches are the single run's batches (input order)
 SHARD_COUNTS = (2, 3)
 
 
@@ -50,7 +50,7 @@ def single(eos_model_dir, tmp_path_factory):
     data.mkdir()
     (data / "prompts.txt").write_text("".join(escape_newlines(p) + "\n" for p in INPUT[:N_PROMPTS]),
                                       encoding="utf-8")
-    res = infer(eos_model_dir, data, folder / "results", "--batch-size", BATCH)
+    res = infer(eos_model_dir, data, folder / "results", "--batch-size", BATCH, "--no-sort")
     assert res.returncode == 0, res.stderr
     result = files(folder / "results")
     assert len(result["ratio"].splitlines()) < N_PROMPTS * MAX_NEW_TOKENS, "EOS ends some continuations early"
@@ -60,7 +60,8 @@ def single(eos_model_dir, tmp_path_factory):
 def test_two_processes_merge_to_the_files_of_one(eos_model_dir, data_dir, tmp_path, single):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    res = subprocess.run(launch + command(eos_model_dir, data_dir, tmp_path / "results", "--batch-size", BATCH)[1:],
+    res = subprocess.run(launch + command(eos_model_dir, data_dir, tmp_path / "results", "--batch-size", BATCH,
+                                          "--no-sort")[1:],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "merged 2 shards" in res.stderr
@@ -72,7 +73,8 @@ def test_two_processes_merge_to_the_files_of_one(eos_model_dir, data_dir, tmp_pa
 
 def run_shards(model_dir, data_dir, results, count, *extra, only=None):
     for i in range(count) if only is None else only:
-        res = infer(model_dir, data_dir, results, "--batch-size", BATCH, "--shard", f"{i}/{count}", *extra)
+        res = infer(model_dir, data_dir, results, "--batch-size", BATCH, "--no-sort", "--shard", f"{i}/{count}",
+                    *extra)
         assert res.returncode == 0, res.stderr
 
 
@@ -116,9 +118,8 @@ def test_merge_refuses_shards_that_do_not_fit(eos_model_dir, data_dir, tmp_path)
     assert res.returncode != 0 and "overlap" in res.stderr
 
     (data_dir / "other.txt").write_text((data_dir / "prompts.txt").read_text())
-    res = subprocess.run(command(eos_model_dir, data_dir, results, "--batch-size", BATCH, "--shard", "0/3")[:5]
-                         + ["other"] + command(eos_model_dir, data_dir, results, "--batch-size", BATCH,
-                                               "--shard", "0/3")[6:], capture_output=True, text=True)
+    shard0 = command(eos_model_dir, data_dir, results, "--batch-size", BATCH, "--no-sort", "--shard", "0/3")
+    res = subprocess.run(shard0[:5] + ["other"] + shard0[6:], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     others = [str(shards / f"prompts-manifest-tiny-bloom-eos-shard{i}of3.json") for i in (1, 2)]
     res = merge(results, "--manifests", str(shards / "other-manifest-tiny-bloom-eos-shard0of3.json"), *others)
@@ -136,7 +137,7 @@ def test_an_explicit_device_map_with_disk_offload_records_the_same(eos_model_dir
     device_map = {"transformer.word_embeddings": "cpu", "transformer.word_embeddings_layernorm": "cpu",
                   "transformer.h.0": "cpu", "transformer.h.1": "disk", "transformer.h.2": "disk",
                   "transformer.ln_f": "cpu", "lm_head": "cpu"}
-    res = infer(eos_model_dir, data_dir, tmp_path / "results", "--batch-size", BATCH,
+    res = infer(eos_model_dir, data_dir, tmp_path / "results", "--batch-size", BATCH, "--no-sort",
                 "--device-map", json.dumps(device_map), "--offload-folder", str(tmp_path / "offload"))
     assert res.returncode == 0, res.stderr
     manifest = json.loads((tmp_path / "results" / "prompts-manifest-tiny-bloom-eos.json").read_text())
