@@ -32,6 +32,40 @@ def unescape_newlines(line):
     return line.replace("\\n", "\n")
 
 
+MAX_LINE_BYTES = 1_000_000  # a longer line of a prompt or text file is an error: not a prompt
+
+
+def read_input_lines(path, what="prompt", hint="write one per line there"):
+    """The lines of a prompt or text file (one per line, a literal \\n is a newline, stripped), read whole.
+
+    A missing file, bad UTF-8, a line over MAX_LINE_BYTES, an empty line or an empty file is a FormatError
+    naming the file and line. CRLF and CR line ends count as line ends."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file. {hint[0].upper() + hint[1:]} (a literal \\n stands for a newline).")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise FormatError(f"{path}:{line}: not UTF-8 (byte {raw[e.start]:#04x}); convert the file to UTF-8") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    out = []
+    for number, line in enumerate(lines, 1):
+        if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
+            raise FormatError(f"{path}:{number}: a line of {len(line.encode()):,} bytes (more than "
+                              f"{MAX_LINE_BYTES:,}): not a {what}; is this the right file?")
+        item = unescape_newlines(line).strip()
+        if not item:
+            raise FormatError(f"{path}:{number}: empty line; every line must hold one {what}")
+        out.append(item)
+    if not out:
+        raise FormatError(f"{path}: no {what}s")
+    return out
+
+
 def ratio_lines(zero_counts, width):
     """Ratio rows for int counts [rows, layers, 2] (== 0, <= 0) of `width` neurons; one line per row."""
     shares = np.asarray(zero_counts, dtype=np.int64) / width

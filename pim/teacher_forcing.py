@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pim.activation_files import unescape_newlines
+from pim.activation_files import FormatError, read_input_lines
 from pim.cli import UserError
 from pim.deactivation import DeactivationError, load_deactivation
 
@@ -19,25 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def read_texts(path):
     """The texts of a file, one per line; a missing file, bad UTF-8 or an empty line is a UserError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (corpora: `make data`; or write one text per line there)")
     try:
-        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 ({e.reason})") from None
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    texts = []
-    for number, line in enumerate(lines, 1):
-        line = unescape_newlines(line).strip()
-        if not line:
-            raise UserError(f"{path}:{number}: empty line; every line must hold one text")
-        texts.append(line)
-    if not texts:
-        raise UserError(f"{path}: no texts")
-    return texts
+        return read_input_lines(path, "text", "corpora: `make data`; or write one text per line there")
+    except FormatError as e:
+        raise UserError(str(e)) from None
 
 
 @dataclass

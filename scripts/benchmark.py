@@ -394,13 +394,22 @@ def print_profile(rows, header):
 
 
 # -- main ---------------------------------------------------------------------------------------------
+def script_module(name):
+    """scripts/<name>.py as a module (the benchmark times its code as it runs)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"pim_script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def e2e(args):
     """The generation loop of scripts/infer_activate.py (recording on) over the first prompts of a real file,
     batches in input order and length-sorted: tokens/s and the share of padding in the prompt batches."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import infer_activate as infer
+    infer = script_module("infer_activate")
 
     path = Path(args.e2e_file)
     if not path.is_file() or not (ROOT / "models" / args.e2e_model).is_dir():

@@ -15,14 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from pim.qwen1 import ConversionError, convert
+
 SRC = None  # the downloaded Qwen v1 folder (config.json, qwen.tiktoken, model-*.safetensors + index json)
 NAME = None  # the output goes to <OUT_DIR>/<NAME>/; default: the source folder's name, lowercased
 OUT_DIR = "models"  # where converted models go (make infer MODEL=<NAME> looks there)
 OVERWRITE = False  # replace an existing <OUT_DIR>/<NAME>/
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from pim.qwen1 import ConversionError, convert  # noqa: E402
 
 
 def main(argv=None):

@@ -48,11 +48,10 @@ SORT_WINDOW = 8  # with SORT: sort within windows of SORT_WINDOW batches of prom
 # the finished prompts that wait in the progress file for their predecessors)
 TRUNCATE = False  # cut prompts longer than the model's maximum length from the left (keeping the end,
 # where a PiM prompt's "English:" cue is); else such a prompt is an error
-MAX_LINE_BYTES = 1_000_000  # a longer line of the input file is an error, reported when reading it
 ATTACH = "auto"  # how the recorder attaches: patch, hooks (any dense causal LM), auto (patch where there is one)
 DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons off (pim/deactivation.py); MODEL gets -off-<LANG>
 
-from pim.activation_files import escape_newlines, ratio_lines, unescape_newlines
+from pim.activation_files import FormatError, escape_newlines, ratio_lines, read_input_lines, unescape_newlines
 from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by
 from pim.models import ALIASES, NotConverted, resolve_model
 from pim.run_lock import RunLock
@@ -143,30 +142,11 @@ def check_args(args):
 
 def read_prompts(path):
     """The prompts of an input file; any problem is reported with file and line before a model is loaded."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such file. Build the prompt files with `make data`, or write one prompt "
-                        "per line there (a literal \\n stands for a newline).")
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 (byte {raw[e.start]:#04x}); convert the file to UTF-8") from None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # Windows and old Mac line ends too
-    if lines[-1] == "":
-        lines.pop()
-    prompts = []
-    for number, line in enumerate(lines, 1):
-        if len(line) > MAX_LINE_BYTES // 4 and len(line.encode()) > MAX_LINE_BYTES:
-            raise UserError(f"{path}:{number}: a line of {len(line.encode()):,} bytes (more than {MAX_LINE_BYTES:,}): "
-                            "not a prompt; is this the right file?")
-        prompt = unescape_newlines(line).strip()
-        if not prompt:
-            raise UserError(f"{path}:{number}: empty line; every line must hold one prompt")
-        prompts.append(prompt)
-    if not prompts:
-        raise UserError(f"{path}: no prompts")
-    return prompts
+        return read_input_lines(path, "prompt", "build the prompt files with `make data`, or write one prompt "
+                                               "per line there")
+    except FormatError as e:
+        raise UserError(str(e)) from None
 
 
 def placement(args, gpu):
@@ -235,7 +215,7 @@ def load_model(args):
         raise UserError("the installed transformers is not the patched one: run `make patch`")
     import torch
     import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.activation_recorder import start_recording
 
     try:
@@ -258,21 +238,7 @@ def load_model(args):
              "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     device_map, max_memory = placement(args, gpu)
     transformers.utils.logging.disable_progress_bar()  # one progress bar: ours
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map,
-                                                     max_memory=max_memory, offload_folder=args.offload_folder).eval()
-    except Exception as e:  # noqa: BLE001 -- missing weights, a device that is not there, too little memory
-        if is_oom(e):
-            raise UserError(f"model {args.model!r} does not fit into memory ({one_line(e)}): give it more devices "
-                            "or --max-memory, or a smaller --dtype") from None
-        where = f" with --device-map {args.device_map!r}" + (f" --max-memory {args.max_memory!r}"
-                                                             if args.max_memory else "")
-        raise UserError(not_loadable(args.model, source, found, "weights" + where, e)) from None
-    placed = set(getattr(model, "hf_device_map", {}).values())
-    if placed and placed <= {"disk"}:
-        raise UserError(f"model {args.model!r}: the device map puts the whole model on disk"
-                        f"{' (--max-memory ' + args.max_memory + ')' if args.max_memory else ''}, where it cannot run: "
-                        "give a device room for at least its embeddings (more --max-memory)")
+    model = load_weights(args, source, found, dtype, device_map, max_memory)
     args.deactivate_info, off = None, None
     if getattr(args, "deactivate", None):
         from pim.deactivation import DeactivationError, load_deactivation
@@ -297,6 +263,28 @@ def load_model(args):
                         "used; leave it out (or --sys-prompt on for the paper's template)")
     use_sys = (args.sys_prompt == "on" or (args.sys_prompt == "auto" and fmt == CHATML)) and not args.chat_template
     return Loaded(model, tokenizer, source, found, config, dtype, device_map, attach, use_sys)
+
+
+def load_weights(args, source, found, dtype, device_map, max_memory):
+    """from_pretrained with one-line errors: missing weights, a device that is not there, too little memory."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map,
+                                                     max_memory=max_memory, offload_folder=args.offload_folder).eval()
+    except Exception as e:  # noqa: BLE001 -- whatever goes wrong while loading, one line naming the model
+        if is_oom(e):
+            raise UserError(f"model {args.model!r} does not fit into memory ({one_line(e)}): give it more devices "
+                            "or --max-memory, or a smaller --dtype") from None
+        where = f" with --device-map {args.device_map!r}" + (f" --max-memory {args.max_memory!r}"
+                                                             if args.max_memory else "")
+        raise UserError(not_loadable(args.model, source, found, "weights" + where, e)) from None
+    placed = set(getattr(model, "hf_device_map", {}).values())
+    if placed and placed <= {"disk"}:
+        raise UserError(f"model {args.model!r}: the device map puts the whole model on disk"
+                        f"{' (--max-memory ' + args.max_memory + ')' if args.max_memory else ''}, where it cannot run: "
+                        "give a device room for at least its embeddings (more --max-memory)")
+    return model
 
 
 def one_line(e):
