@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from pim import cli
 from pim.activation_files import read_ratio
-from pim.neuron_stats import Summary, layer_means
+from pim.neuron_stats import summarize
 from pim.run_checks import check_comparable, check_run
 from pim.ratio_table import write_tables
 from pim.runs import labels as run_labels
@@ -55,7 +55,7 @@ def main(argv=None):
     for run in tqdm(runs, desc="reading ratio files", unit="file", disable=True if len(paths) < 2 else None):
         ratios = read_ratio(run.ratio)
         cli.note(check_run(run, ratio=ratios))  # against its manifest and its other files
-        summaries.append(Summary(layer_means(ratios), len(ratios)))
+        summaries.append(summarize(ratios))
         del ratios
     check_comparable(runs, [(s.layers,) for s in summaries], "ratio files")
     for path in write_tables(summaries, labels, paths, args.out_dir, args.name or default_name(paths), args.quiet):

@@ -38,9 +38,8 @@ class Summary:
         return float(self.means[metric].mean())
 
 
-def summarize(path):
-    """The Summary of one ratio file (the rows themselves are not kept)."""
-    ratios = read_ratio(path)
+def summarize(ratios):
+    """The Summary of a ratio file's rows [rows, layers, 2] (the rows themselves are not kept)."""
     return Summary(layer_means(ratios), len(ratios))
 
 
@@ -55,7 +54,7 @@ def load(runs, progress=None, notes=None):
         note = check_run(run, ratio=ratios, index=counts)
         if note and notes is not None:
             notes.append(note)
-        out.append((counts, None if ratios is None else Summary(layer_means(ratios), len(ratios))))
+        out.append((counts, None if ratios is None else summarize(ratios)))
         del ratios
     return out
 

@@ -141,8 +141,8 @@ MUTATIONS = [
               "tests/test_qwen1.py::test_recorded_files_equal_v1_reference")),
     # --- the analyses' numbers ---
     Mutation("mean-of-block-means", "pim/neuron_stats.py",
-             "    ratios = read_ratio(path)\n    return Summary(layer_means(ratios), len(ratios))\n",
-             "    from pim import activation_files\n    ratios = read_ratio(path)\n"
+             "    return Summary(layer_means(ratios), len(ratios))\n",
+             "    from pim import activation_files\n"
              "    per_block = max(1, activation_files._BLOCK_VALUES // (2 * ratios.shape[1]))\n"
              "    means = [layer_means(ratios[i:i + per_block]) for i in range(0, len(ratios), per_block)]\n"
              "    return Summary({k: np.mean([m[k] for m in means], axis=0) for k in means[0]}, len(ratios))\n",
