@@ -141,6 +141,7 @@ class ActivationRecorder:
         self._position_mask = None  # positions="all": bool [batch, seq, 1] of this forward call's counted positions
         self._tokens = None  # positions="all": counted positions of this call (a device scalar)
         self._finished = None  # positions="all", in generate: rows that have emitted EOS
+        self._positions_eos = None  # positions="all": the open call's EOS ids on the input device
         self.width = None
         self.active_counts = None  # int64 [layers, width] on the CPU, running total since start/reset
         self._pending = [None] * num_layers  # each layer's activation of the current step
@@ -180,12 +181,13 @@ class ActivationRecorder:
         given = attention_mask if attention_mask is not None else input_ids
         self._close_if_batch_changed(given.shape[0] if given is not None else None)
         device = given.device
-        if self._step in (None, 0) or self._finished is None:  # a new call: no row has finished
+        if not self._step:  # a new call: no row has finished
             self._finished = None
         mask = (attention_mask[:, -length:] != 0) if attention_mask is not None else None
         if self._step and self._eos_ids and input_ids is not None:  # a decode step of generate
-            eos = torch.tensor(self._eos_ids, device=device)
-            hit = torch.isin(input_ids[:, -1], eos)
+            if self._positions_eos is None or self._positions_eos.device != device:  # once per call
+                self._positions_eos = torch.tensor(self._eos_ids, device=device)
+            hit = torch.isin(input_ids[:, -1], self._positions_eos)
             self._finished = hit if self._finished is None else self._finished | hit
         if self._finished is not None:
             mask = ~self._finished[:, None] if mask is None else mask & ~self._finished[:, None]
@@ -254,6 +256,7 @@ class ActivationRecorder:
 
     def _begin(self, eos_token_ids, capacity):
         self._step = 0
+        self._positions_eos = None
         self._outside = False
         self._eos_ids = eos_token_ids
         self._capacity = max(int(capacity), 1)

@@ -157,10 +157,6 @@ def recorded_by(model_type):
     return arch.recorded_by if arch else HOOKS
 
 
-def patched_types():
-    return [a.model_type for a in ARCHITECTURES if a.recorded_by == PATCH]
-
-
 def tiny_types(how=None):
     """Model types with a tiny test model, in table order; only those recorded `how` (PATCH, HOOKS) if given."""
     return [a.model_type for a in ARCHITECTURES if a.tiny is not None and how in (None, a.recorded_by)]
