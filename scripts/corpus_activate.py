@@ -34,6 +34,7 @@ OVERWRITE = False  # redo a finished run
 from pim import cli
 from pim.corpus_runs import CorpusWriter
 from pim.deactivation import run_suffix
+from pim.models import run_model_name
 from pim.run_writer import RunRefused
 from pim.teacher_forcing import encode, left_padded, load, read_texts
 
@@ -68,7 +69,7 @@ def run(args):
     texts = {f: read_texts(p) for f, p in inputs.items()}  # every input is checked before a model is loaded
     loaded = load(args.model, args.dtype, args.attach, args.deactivate, positions="all")
     model, tokenizer = loaded.model, loaded.tokenizer
-    name = Path(args.model.rstrip("/")).name + run_suffix(args.deactivate)
+    name = run_model_name(args.model) + run_suffix(args.deactivate)
     recorder = model.activation_recorder
     for file, path in inputs.items():
         rows, cut = encode(tokenizer, texts[file], args.max_length)

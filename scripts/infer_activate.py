@@ -53,7 +53,7 @@ DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons of
 
 from pim.activation_files import FormatError, escape_newlines, ratio_lines, read_input_lines, unescape_newlines
 from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by
-from pim.models import ALIASES, NotConverted, resolve_model
+from pim.models import NotConverted, model_names, resolve_model, run_model_name
 from pim.run_lock import RunLock
 from pim.run_writer import RunRefused, RunWriter
 from pim.runs import read_manifest, run_paths
@@ -68,9 +68,9 @@ class UserError(Exception):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="model aliases: " + ", ".join(ALIASES))
+                                epilog="model aliases: " + ", ".join(model_names()))
     bool_flag = argparse.BooleanOptionalAction
-    p.add_argument("--model", default=MODEL, help=f"folder models/<MODEL>/, alias, or hub id/path (default {MODEL})")
+    p.add_argument("--model", default=MODEL, help=f"folder models/<MODEL>/, alias, a .gguf file (converted on first use), or hub id/path (default {MODEL})")
     p.add_argument("--file", default=None, help=f"input {DATA_DIR}/<FILE>.txt (default {FILE}; "
                    "'interactive' with --interactive)")
     p.add_argument("--data-dir", default=DATA_DIR, help="folder of the input file")
@@ -299,7 +299,7 @@ def not_loadable(model, source, found, what, e):
     if found.startswith("alias"):
         return (f"model {model!r} is an alias ({found}), whose {what} could not be loaded (no network and not in "
                 f"the Hugging Face cache? not allowed to download it?): {one_line(e)}")
-    return (f"model {model!r}: not a folder models/{model}/, not an alias ({', '.join(ALIASES)}), and its {what} "
+    return (f"model {model!r}: not a folder models/{model}/, not an alias ({', '.join(model_names())}), and its {what} "
             f"could not be loaded as a hub id or path: {one_line(e)}")
 
 
@@ -469,7 +469,7 @@ def run_name(model, deactivate=None):
     """The <MODEL> part of the file names: the alias or folder name, the last part of a hub id or path;
     with --deactivate, plus -off-<LANG> (pim/deactivation.run_suffix)."""
     from pim.deactivation import run_suffix
-    return Path(model.rstrip("/")).name + run_suffix(deactivate)
+    return run_model_name(model) + run_suffix(deactivate)
 
 
 def launched():

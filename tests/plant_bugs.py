@@ -179,6 +179,16 @@ MUTATIONS = [
              "    size = width // max(1, int(max_bins)) + 1  # ceil: the largest bin\n",
              "heatmap bins one neuron too wide when the width divides evenly (one bin fewer)",
              ("tests/test_analysis_blocks.py", "tests/test_analysis_stats.py", "tests/test_analysis.py")),
+    # --- the SentencePiece tokenizer built from a GGUF (pim/gguf_tokenizer.py) ---
+    Mutation("spm-merges-by-id", "pim/gguf_tokenizer.py", "ranked.append((-scores[piece_id], piece_id, -cut, left, right))",
+             "ranked.append((piece_id, 0, -cut, left, right))",
+             "BPE merges ranked by piece id instead of score (Gemma's ids happen to follow the scores)",
+             ("tests/test_gguf_tokenizer.py",)),
+    Mutation("spm-merges-ascending", "pim/gguf_tokenizer.py", "ranked.append((-scores[piece_id], piece_id,",
+             "ranked.append((scores[piece_id], piece_id,", "the lowest-scoring merge first",
+             ("tests/test_gguf_tokenizer.py",)),
+    Mutation("spm-no-bos", "pim/gguf_tokenizer.py", "add_bos_token=fields.add_bos,", "add_bos_token=False,",
+             "BOS dropped although the GGUF asks for it", ("tests/test_gguf_tokenizer.py",)),
 ]
 
 

