@@ -159,15 +159,15 @@ MAX_LENGTH ?= 512
 LANGS ?=
 
 corpus: patch ## count neurons over data/$(FILE).txt teacher-forced, every token (FILE=corpus-<lang> MODEL= MAX_LENGTH= BATCH= ARGS=)
-	$(PY) scripts/corpus_activate.py --file $(FILE) --model $(MODEL) --max-length $(MAX_LENGTH) --batch-size $(BATCH) \
-		--dtype $(DTYPE) $(ARGS)
+	$(PY) scripts/corpus_activate.py --file $(foreach f,$(FILE),'$(f)') --model '$(MODEL)' --max-length '$(MAX_LENGTH)' \
+		--batch-size '$(BATCH)' --dtype '$(DTYPE)' $(ARGS)
 
 lape: $(SETUP) ## language-specific neurons of $(MODEL) from its corpus runs into results/neurons, tables, figures (LANGS= ARGS=)
-	$(PY) analysis/language_neurons.py --model $(MODEL) $(if $(LANGS),--langs $(LANGS)) $(ARGS)
+	$(PY) analysis/language_neurons.py --model '$(MODEL)' $(if $(LANGS),--langs $(foreach l,$(LANGS),'$(l)')) $(ARGS)
 
 ppl: patch ## perplexity of each corpus with each language's neurons off: results/{tables,figures}/$(MODEL)-perplexity.* (LANGS= ARGS=)
-	$(PY) scripts/perplexity.py --model $(MODEL) $(if $(LANGS),--langs $(LANGS)) --max-length $(MAX_LENGTH) \
-		--batch-size $(BATCH) --dtype $(DTYPE) $(ARGS)
+	$(PY) scripts/perplexity.py --model '$(MODEL)' $(if $(LANGS),--langs $(foreach l,$(LANGS),'$(l)')) \
+		--max-length '$(MAX_LENGTH)' --batch-size '$(BATCH)' --dtype '$(DTYPE)' $(ARGS)
 
 # --- benchmark ---
 bench: patch ## tokens/s with recording on vs stock, into results/benchmark.json (ARGS='--preset 7b --reps 9 ...')

@@ -46,16 +46,27 @@ def find_languages(results_dir, model, prefix):
             if "-" not in p.name[len(prefix):-len(f"-index-{model}.jsonl")]]
 
 
+# what must be equal in the corpus runs of all languages (their manifests' settings)
+SAME_SETTINGS = ("model_source", "revision", "config_sha256", "gguf_sha256", "dtype", "max_length", "positions",
+                 "deactivate")
+
+
 def select_neurons(results_dir, model, langs, prefix, top_rate, filter_quantile, bar_quantile):
     """(Selection, probabilities [layers, width, languages], tokens per language) from the corpus runs."""
-    counts, tokens = [], []
+    counts, tokens, settings = [], [], []
     for lang in langs:
-        c, t, _ = read_corpus_run(results_dir, f"{prefix}{lang}", model)
+        c, t, manifest = read_corpus_run(results_dir, f"{prefix}{lang}", model)
         if counts and c.shape != counts[0].shape:
             raise cli.UserError(f"{prefix}{lang}: {c.shape[0]} layers x {c.shape[1]} neurons, but {prefix}{langs[0]} "
                                 f"has {counts[0].shape[0]} x {counts[0].shape[1]}: not runs of one model")
         counts.append(c)
         tokens.append(t)
+        settings.append({k: manifest.get("settings", {}).get(k) for k in SAME_SETTINGS})
+    differ = [k for k in SAME_SETTINGS if any(s[k] != settings[0][k] for s in settings)]
+    if differ:
+        runs = "; ".join(f"{prefix}{lang}: " + ", ".join(f"{k} {s[k]!r}" for k in differ) for lang, s in zip(langs, settings))
+        raise cli.UserError(f"the corpus runs of {model} were made with different settings ({runs}): LAPE compares "
+                            "languages only under equal ones; redo the odd runs (make corpus ... ARGS=--overwrite)")
     try:
         probs = lape.activation_probabilities(counts, tokens)
         return lape.select(probs, langs, top_rate, filter_quantile, bar_quantile), probs, dict(zip(langs, tokens))

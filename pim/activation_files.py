@@ -23,9 +23,15 @@ class FormatError(ValueError):
     """A file that does not hold what its name says; the message names the file and line."""
 
 
+def split_lines(text):
+    """The lines of a text by the files' rule: \\n, \\r\\n and \\r break lines; nothing else does (not \\v,
+    \\x85 or \\u2028, which str.splitlines() would break at)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def escape_newlines(text):
     """One line of a prompt or result file: line breaks (\\n, \\r\\n, \\r) become the two characters \\n."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
+    return "\\n".join(split_lines(text))
 
 
 def unescape_newlines(line):
@@ -49,7 +55,7 @@ def read_input_lines(path, what="prompt", hint="write one per line there"):
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise FormatError(f"{path}:{line}: not UTF-8 (byte {raw[e.start]:#04x}); convert the file to UTF-8") from None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = split_lines(text)
     if lines[-1] == "":
         lines.pop()
     out = []

@@ -52,17 +52,27 @@ def read_neurons(path):
     return data
 
 
-def load_deactivation(spec, config):
+def load_deactivation(spec, config, allow_empty=False):
     """({layer: sorted neuron ids}, what the manifest records) of FILE.json[:LANG] for a model `config`.
 
-    Refused, naming the file: an unknown language, a pair that is not [layer, neuron], a layer or a
-    neuron index out of range (the width is the config's intermediate_size, 4 x hidden_size for BLOOM)."""
+    Refused, naming the file: a file made for a model of another shape (its "layers" and "width"), an unknown
+    language, a pair that is not [layer, neuron], a layer or a neuron index out of range (the width is the
+    config's intermediate_size, 4 x hidden_size for BLOOM), and, unless allow_empty, a selection with no
+    neuron (a run "with the neurons off" that switches nothing off)."""
     path, lang = split_spec(spec)
     data = read_neurons(path)
     neurons = data["neurons"]
     if lang is not None and lang not in neurons:
         raise DeactivationError(f"{path}: no language {lang!r}; it has {', '.join(neurons) or 'none'}")
     layers, width = mlp_shape(config)
+    made_for = (data.get("layers", layers), data.get("width", width))
+    if made_for != (layers, width):
+        raise DeactivationError(f"{path}: made for a model with {made_for[0]} layers x {made_for[1]} neurons "
+                                f"({data.get('model', 'another model')}), not this one's {layers} x {width}: "
+                                "use the neuron file of this model (make lape MODEL=...)")
+    if not allow_empty and not any(neurons[name] for name in ([lang] if lang else neurons)):
+        raise DeactivationError(f"{path}: {'language ' + repr(lang) if lang else 'the file'} has no neurons: "
+                                "nothing would be switched off")
     off = {}
     for name in [lang] if lang else list(neurons):
         for pair in neurons[name]:

@@ -113,6 +113,9 @@ def read_predictions(spec):
     else:
         path = Path(spec)
         file, model = path.resolve().parent.name, path.resolve().parent.parent.name
+    if not path.is_file():
+        raise EvalError(f"--predictions {spec}: no such file {path} (LLaMA-Factory writes "
+                        "generated_predictions.jsonl into its output folder)")
     if parse_condition(file) is None:
         raise EvalError(f"--predictions {spec}: cannot tell the condition ('{file}' is not a condition name); "
                         "write it as FILE:MODEL=PATH, e.g. xnli-deu:qwen-7b-lora=saves/generated_predictions.jsonl")

@@ -69,4 +69,34 @@ def resolve_model(name, models_dir="models"):
                 f"`huggingface-cli download ...` with an older huggingface_hub), then "
                 f"`make convert-qwen1 SRC=~/hf/{hub_id.split('/')[-1]} NAME={name}`")
         return hub_id, f"alias of {hub_id}", fmt
+    close = _close_names(name, models_dir)
+    if close and "/" not in name and not Path(name).exists():  # a typo: say so now, not after the hub's retries
+        raise NotConverted(f"model {name!r}: not a folder {models_dir}/{name}/, an alias or a path; did you mean "
+                           f"{' or '.join(close)}? (hub ids have the form org/name)")
     return name, "hub id or path, as given", PLAIN
+
+
+def _close_names(name, models_dir):
+    """Aliases and folders of models_dir whose names are close to `name` (a misspelt MODEL)."""
+    import difflib
+
+    folders = [p.name for p in Path(models_dir).iterdir() if p.is_dir()] if Path(models_dir).is_dir() else []
+    return difflib.get_close_matches(name, model_names() + folders, n=3, cutoff=0.8)
+
+
+def weights_problem(info, source, shown=4):
+    """A one-line description of what from_pretrained's loading info says is wrong with the weights in `source`
+    (tensors the model needs that the checkpoint lacks, tensors it has that the model does not know, tensors of
+    another shape), or None. transformers fills missing tensors with random numbers and goes on; a recording
+    of such a model would be silently wrong."""
+    problems = []
+    for key, what in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"), ("mismatched_keys", "of another shape")):
+        names = sorted(k if isinstance(k, str) else k[0] for k in info.get(key) or ())
+        if names:
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            problems.append(f"{len(names)} {what} ({', '.join(names[:shown])}{more})")
+    if not problems:
+        return None
+    return (f"the weights in {source} do not fit its config: tensors {'; '.join(problems)}; transformers would fill "
+            "missing tensors with random numbers. Check that config.json and the weight files belong together "
+            "(a changed num_hidden_layers? an incomplete download or conversion?)")

@@ -8,6 +8,7 @@ checked (docs/formats.md, "Checks"):
 - ratio rows = the manifest's `counted_steps`;
 - the layers of every ratio row = the layers of the index = the manifest's `layers`;
 - every index row is as wide in every layer, and as wide as the manifest's `width` where it records one;
+- no index count exceeds the manifest's `counted_steps` (corpus runs: `tokens`), where the caller read the index;
 - the manifest says `finished` (an index beside a running or merging manifest is no finished run).
 
 Runs without a manifest (the paper's own files: result, ratio and index files only) are checked for
@@ -113,6 +114,7 @@ class Facts:
     ratio_layers: int | None = None
     index_layers: int | None = None
     index_width: int | None = None
+    index_max: int | None = None  # the largest count of the index (only where the caller has read it)
 
 
 def facts_of(run, ratio=None, index=None, scan=("result", "ratio", "index")):
@@ -128,6 +130,7 @@ def facts_of(run, ratio=None, index=None, scan=("result", "ratio", "index")):
         facts.ratio_rows, facts.ratio_layers = s.rows, s.layers
     if index is not None:
         facts.index_layers, facts.index_width = int(index.shape[0]), int(index.shape[1])
+        facts.index_max = int(index.max()) if index.size else 0
     elif run.index is not None and "index" in scan:
         facts.index_layers, facts.index_width = scan_index(run.index)
     return facts
@@ -158,6 +161,12 @@ def verify(facts, manifest, files, where="manifest"):
         for kind, have, want, unit, their in expect:
             if have is not None and want is not None and have != want:
                 raise RunMismatch(f"{files[kind]}: {have} {unit}, but {where} says {want} {their}")
+        # a neuron fires at most once per counted step (generation) or token (corpus run)
+        limit, per = ((number("counted_steps"), "counted steps") if number("counted_steps") is not None
+                      else (number("tokens"), "counted tokens"))
+        if None not in (facts.index_max, limit) and facts.index_max > limit:
+            raise RunMismatch(f"{files['index']}: a neuron fired {facts.index_max} times, but {where} says {limit} "
+                              f"{per}: the index is not this run's (copied from another run, or a row duplicated?)")
     if None not in (facts.ratio_layers, facts.index_layers) and facts.ratio_layers != facts.index_layers:
         raise RunMismatch(f"{files['index']}: {facts.index_layers} layers, but the run's ratio file "
                           f"{files['ratio']} has {facts.ratio_layers}")

@@ -20,6 +20,7 @@ LABELS = {
     "boolq": ("True", "False"),
 }
 
+from pim.activation_files import split_lines
 from pim.languages import two_letter
 
 _B, _E = r"(?<![a-z])", r"(?![a-z])"  # word boundaries that treat "_" and digits as separators
@@ -96,8 +97,9 @@ def accuracy(task, predictions, golds):
 
 
 def first_line(text):
-    """The first non-empty line of a generated continuation, stripped: the translation itself."""
-    for line in text.splitlines():
+    """The first non-empty line of a generated continuation, stripped: the translation itself. Lines break as in
+    the result files (split_lines), so a \\v, \\x85 or \\u2028 inside a translation does not cut it."""
+    for line in split_lines(text):
         if line.strip():
             return line.strip()
     return ""

@@ -172,7 +172,7 @@ def merged_manifest(ordered, command):
     """The manifest of the merged run, from the shards' manifests in order (status "merging")."""
     first, count = ordered[0][1], len(ordered)
     return {"status": "merging", "settings": {k: v for k, v in first["settings"].items() if k != "shard"},
-            **{k: first[k] for k in ("model", "file", "found_as", "torch", "layers", "generation_config")
+            **{k: first[k] for k in ("model", "file", "found_as", "torch", "layers", "width", "generation_config")
                if k in first},
             "prompts": first["prompts_total"], "prompts_done": sum(m["prompts_done"] for _, m in ordered),
             "counted_steps": sum(m["counted_steps"] for _, m in ordered),

@@ -60,7 +60,7 @@ def load(model_name, dtype="auto", attach="auto", deactivate=None, positions="al
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.activation_recorder import start_recording
 
-    from pim.models import NotConverted, resolve_model
+    from pim.models import NotConverted, resolve_model, weights_problem
 
     try:
         source, _, _ = resolve_model(model_name, ROOT / "models")
@@ -79,7 +79,12 @@ def load(model_name, dtype="auto", attach="auto", deactivate=None, positions="al
     torch_dtype = {"auto": torch.bfloat16 if gpu else torch.float32, "float32": torch.float32,
                    "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     transformers.utils.logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map="auto" if gpu else None).eval()
+    model, loading = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map="auto" if gpu else None,
+                                                          output_loading_info=True)
+    problem = weights_problem(loading, source)
+    if problem:
+        raise UserError(f"model {model_name!r}: {problem}")
+    model.eval()
     how = None
     if record or off:
         patched = any(hasattr(type(m), "record_activation") for m in model.modules())

@@ -132,6 +132,10 @@ def parse_args(argv=None):
         p.error(f"--model is for the real preset, not --preset {args.preset}")
     args.arch = args.arch or ARCHS
     args.model = args.model or MODELS
+    for flag in ("out", "profile_out", "e2e_out"):  # checked before the benchmark runs, not after
+        out = getattr(args, flag)
+        if out and (Path(out).is_dir() or (Path(out).parent.exists() and not Path(out).parent.is_dir())):
+            p.error(f"--{flag.replace('_', '-')} {out}: give a file name (a JSON file), not a folder")
     return args
 
 

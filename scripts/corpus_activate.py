@@ -33,7 +33,7 @@ OVERWRITE = False  # redo a finished run
 
 from pim import cli
 from pim.corpus_runs import CorpusWriter
-from pim.deactivation import run_suffix
+from pim.deactivation import mlp_shape, run_suffix
 from pim.models import run_model_name
 from pim.run_writer import RunRefused
 from pim.teacher_forcing import encode, left_padded, load, read_texts
@@ -78,6 +78,7 @@ def run(args):
         info = {"model": name, "model_argument": args.model, "file": file, "lines": len(rows), "cut_lines": cut,
                 "max_length": args.max_length, "dtype": loaded.dtype, "deactivated": loaded.deactivate_info,
                 "batch_size": args.batch_size, "layers": loaded.config.get_text_config().num_hidden_layers,
+                "width": mlp_shape(loaded.config)[1],
                 "torch": torch.__version__, "command": shlex.join([sys.executable] + sys.argv)}
         writer = CorpusWriter(args.results_dir, file, name, settings, overwrite=args.overwrite)
         done = writer.open(info)
@@ -109,4 +110,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: the batches committed so far stay, and the same command resumes after them
+        sys.exit("\ninterrupted: the batches committed so far are kept; start the same command again to resume")

@@ -53,8 +53,9 @@ DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons of
 
 from pim.activation_files import FormatError, escape_newlines, ratio_lines, read_input_lines, unescape_newlines
 from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by
+from pim.deactivation import mlp_shape
 from pim.gguf_checkpoints import converted_from
-from pim.models import NotConverted, model_names, resolve_model, run_model_name
+from pim.models import NotConverted, model_names, resolve_model, run_model_name, weights_problem
 from pim.run_lock import RunLock
 from pim.run_writer import RunRefused, RunWriter
 from pim.runs import read_manifest, run_paths
@@ -271,8 +272,9 @@ def load_weights(args, source, found, dtype, device_map, max_memory):
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map,
-                                                     max_memory=max_memory, offload_folder=args.offload_folder).eval()
+        model, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map,
+                                                           max_memory=max_memory, offload_folder=args.offload_folder,
+                                                           output_loading_info=True)
     except Exception as e:  # noqa: BLE001 -- whatever goes wrong while loading, one line naming the model
         if is_oom(e):
             raise UserError(f"model {args.model!r} does not fit into memory ({one_line(e)}): give it more devices "
@@ -280,6 +282,10 @@ def load_weights(args, source, found, dtype, device_map, max_memory):
         where = f" with --device-map {args.device_map!r}" + (f" --max-memory {args.max_memory!r}"
                                                              if args.max_memory else "")
         raise UserError(not_loadable(args.model, source, found, "weights" + where, e)) from None
+    problem = weights_problem(info, source)
+    if problem:
+        raise UserError(f"model {args.model!r}: {problem}")
+    model.eval()
     placed = set(getattr(model, "hf_device_map", {}).values())
     if placed and placed <= {"disk"}:
         raise UserError(f"model {args.model!r}: the device map puts the whole model on disk"
@@ -352,7 +358,8 @@ def run_manifest(args, loaded, input_path, prompts, shard=None, prompt_range=Non
             "torch": torch.__version__,
             "attach": loaded.attach,
             "devices": {k: str(v) for k, v in getattr(model, "hf_device_map", {"": model.device}).items()},
-            "layers": config.num_hidden_layers, "generation_config": model.generation_config.to_diff_dict(),
+            "layers": config.num_hidden_layers, "width": mlp_shape(config)[1],
+            "generation_config": model.generation_config.to_diff_dict(),
             "model_argument": args.model, "file": args.file, "prompts": None if interactive else len(prompts),
             "batch_size": args.batch_size, "sorted": bool(args.sort and not interactive),
             "command": shlex.join([sys.executable] + sys.argv)}
@@ -685,4 +692,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: the batches committed so far stay, and the same command resumes after them
+        sys.exit("\ninterrupted: the batches committed so far are kept; start the same command again to resume")

@@ -118,7 +118,9 @@ def run(args):
     offs = {}
     for lang in langs:  # every refusal before the first forward call
         try:
-            offs[lang] = load_deactivation(f"{neurons}:{lang}", loaded.config)[0]
+            offs[lang] = load_deactivation(f"{neurons}:{lang}", loaded.config, allow_empty=True)[0]
+            if not offs[lang]:
+                print(f"note: {lang} has no neurons in {neurons}: its row is the perplexity as is", file=sys.stderr)
         except DeactivationError as e:
             raise cli.UserError(str(e)) from None
     rows = {}

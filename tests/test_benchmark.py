@@ -146,3 +146,15 @@ def test_e2e_smoke(run_benchmark, tmp_path, tiny_model_dirs):
         assert c["prompts"] == 6 and 0 < c["tokens"] <= 18 and c["seconds"] > 0 and 0 <= c["padding_share"] < 1
     assert result["cases"][1]["padding_share"] <= result["cases"][0]["padding_share"]
     assert "length-sorted / input order" in text
+
+
+def test_an_output_that_is_a_folder_is_refused_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--out" in done.stderr and "not a folder" in done.stderr
+    assert "tok/s" not in done.stdout, "nothing was timed"

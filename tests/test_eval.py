@@ -312,3 +312,9 @@ def test_network_probe_gives_up_quickly(monkeypatch):
     released.set()
     assert "no answer from github.com within 0.3 s" in why
     assert time.monotonic() - start < 30, "gave up long before the lookup would have"
+
+
+def test_missing_predictions_file_says_so(tmp_path, capsys):
+    assert run_eval(tmp_path, "--predictions", str(tmp_path / "missing.jsonl")) == 1
+    err = capsys.readouterr().err
+    assert "no such file" in err and "missing.jsonl" in err and "cannot tell the condition" not in err

@@ -108,6 +108,10 @@ def test_accuracy_counts_unparsed_as_wrong():
     ("The goods cost less.\nGerman: Die Ware", "The goods cost less."),
     ("\n\n  The goods cost less.  \nmore", "The goods cost less."),
     ("", ""),
+    ("\r\n The goods\r cost less.", "The goods"),
+    # only \n, \r\n and \r end a line, as in the result files: not \v, \x0c, \x1c, \x85, \u2028, \u2029
+    ("The\vgoods\x0ccost\x1cless\x85than\u2028twenty\u2029euros.\nGerman:",
+     "The\vgoods\x0ccost\x1cless\x85than\u2028twenty\u2029euros."),
 ])
 def test_first_line(text, line):
     assert first_line(text) == line

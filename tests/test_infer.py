@@ -182,3 +182,23 @@ def test_interactive_prints_and_records(model_dir, tmp_path):
     assert res.stdout == "".join(unescape_newlines(line) + "\n" for line in result)
     manifest = json.loads((tmp_path / "interactive-manifest-tiny-bloom-eos.json").read_text())
     assert manifest["status"] == "finished" and manifest["prompts_done"] == 2
+
+
+def test_ctrl_c_prints_one_line_and_the_run_resumes_to_the_same_files(model_dir, data_dir, tmp_path):
+    args = ("--batch-size", "2", "--max-new-tokens", "40")
+    assert infer(model_dir, data_dir, tmp_path / "whole", *args).returncode == 0
+    results = tmp_path / "interrupted"
+    manifest = results / "prompts-manifest-tiny-bloom-eos.json"
+    proc = subprocess.Popen(command(model_dir, data_dir, results, *args), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and (json.loads(manifest.read_text()) if manifest.exists() else {}).get(
+            "prompts_done", 0) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    if proc.returncode == 0:
+        pytest.skip("the run finished before Ctrl-C landed")
+    assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: the batches committed so far are kept")
+    assert infer(model_dir, data_dir, results, *args).returncode == 0
+    assert files(results) == files(tmp_path / "whole")

@@ -111,7 +111,7 @@ def test_make_plots_skips_corpus_runs(bloom, data, tmp_path):
     assert not [p for p in written if "corpus" in p.name]
 
 
-def write_neurons(path, neurons, layers=4, width=512):
+def write_neurons(path, neurons, layers=3, width=256):  # the shape of the fixture `bloom`
     path.write_text(json.dumps({"model": "tiny-bloom", "layers": layers, "width": width, "neurons": neurons}))
     return path
 
@@ -222,3 +222,37 @@ def test_perplexity_script(bloom, data, tmp_path):
         assert float(rows["none", lang]["perplexity"]) == pytest.approx(direct_perplexity(bloom, lines, MAX_LENGTH),
                                                                        rel=1e-5)
     assert (results / "figures" / "tiny-bloom-perplexity.png").stat().st_size > 0
+
+
+def test_a_neuron_file_of_another_model_or_with_no_neurons_is_refused(bloom, tmp_path):
+    """A file made for a model of another shape (issue 19: tiny-qwen2's neurons on tiny-bloom ran, its width
+    ignored), and a selection that would switch nothing off, are refused; perplexity may take an empty one."""
+    from transformers import AutoConfig
+    config = AutoConfig.from_pretrained(bloom)
+    width, layers = 4 * config.hidden_size, config.n_layer
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model": "tiny-qwen2", "layers": layers, "width": 96, "neurons": {"deu": [[0, 1]]}}))
+    with pytest.raises(DeactivationError, match=f"other.json: made for a model with {layers} layers x 96 neurons "
+                                                f"\\(tiny-qwen2\\), not this one's {layers} x {width}"):
+        load_deactivation(f"{other}:deu", config)
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps({"model": "m", "layers": layers, "width": width, "neurons": {"deu": [[0, 1]], "eng": []}}))
+    assert load_deactivation(f"{same}:deu", config)[0] == {0: [1]}
+    with pytest.raises(DeactivationError, match="same.json: language 'eng' has no neurons: nothing would be"):
+        load_deactivation(f"{same}:eng", config)
+    assert load_deactivation(f"{same}:eng", config, allow_empty=True)[0] == {}
+
+
+def test_lape_refuses_corpus_runs_made_with_different_settings(bloom, data, tmp_path):
+    """One language at --max-length 4, the other at 9: LAPE would compare unequal things (issue 19)."""
+    import language_neurons
+    results = tmp_path / "results"
+    corpus(bloom, data, results, "--file", "corpus-deu")
+    corpus(bloom, data, results, "--file", "corpus-fra", "--max-length", "4")
+    with pytest.raises(SystemExit, match="made with different settings \\(corpus-deu: max_length 9; corpus-fra: "
+                                         "max_length 4\\)"):
+        language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5"])
+    assert not (results / "neurons").exists()
+    corpus(bloom, data, results, "--file", "corpus-fra", "--overwrite")
+    language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5"])
+    assert (results / "neurons" / f"{bloom.name}-language-neurons.json").is_file()

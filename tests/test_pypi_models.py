@@ -128,3 +128,13 @@ def test_convert_gguf_script_refuses_with_one_line_and_leaves_nothing(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_gguf.py"), "--src", str(junk),
                            "--out-dir", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "exists already: pass --overwrite" in done.stderr
+
+
+def test_a_misspelt_model_name_suggests_the_close_ones(tmp_path):
+    (tmp_path / "models" / "my-gemma").mkdir(parents=True)
+    with pytest.raises(NotConverted, match="'gema-3-270m': .*did you mean gemma-3-270m.*org/name"):
+        resolve_model("gema-3-270m", tmp_path / "models")
+    with pytest.raises(NotConverted, match="did you mean my-gemma"):
+        resolve_model("my-gema", tmp_path / "models")
+    assert resolve_model("gpt2", tmp_path / "models")[0] == "gpt2", "a hub id of the old form passes"
+    assert resolve_model("org/gema-3-270m", tmp_path / "models")[0] == "org/gema-3-270m"
