@@ -159,6 +159,7 @@ MAX_LENGTH ?= 512
 LANGS ?=
 
 corpus: patch ## count neurons over data/$(FILE).txt teacher-forced, every token (FILE=corpus-<lang> MODEL= MAX_LENGTH= BATCH= ARGS=)
+	@test -n '$(filter command line environment,$(origin FILE))' || { echo 'error: give FILE=corpus-<lang> (the corpus, data/<FILE>.txt; make data builds data/corpus-<lang>.txt), e.g. make corpus FILE=corpus-deu MODEL=$(MODEL)'; exit 1; }
 	$(PY) scripts/corpus_activate.py --file $(foreach f,$(FILE),'$(f)') --model '$(MODEL)' --max-length '$(MAX_LENGTH)' \
 		--batch-size '$(BATCH)' --dtype '$(DTYPE)' $(ARGS)
 

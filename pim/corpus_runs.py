@@ -59,14 +59,15 @@ class CorpusWriter:
         """Start or resume; returns the number of texts already done."""
         paths = self.paths
         old = read_manifest(paths["manifest"])
+        if old is not None and old.get("kind") != KIND:  # never replaced by a corpus run, not even with --overwrite
+            raise RunRefused(f"{paths['manifest']} is a generation run (make infer), not a corpus run: a corpus run "
+                             "never replaces it; give the corpus run another FILE (FILE=corpus-<lang>), or move that "
+                             "run away")
         if self.overwrite:
             self._remove()
         elif old is not None and old.get("status") == "finished":
             raise RunRefused(f"{paths['index']} is a finished corpus run; pass --overwrite to run it again")
         elif old is not None:
-            if old.get("kind") != KIND:
-                raise RunRefused(f"{paths['manifest']} is a generation run, not a corpus run; move it away or pass "
-                                 "--overwrite")
             differ = [f"{k}: {old['settings'].get(k)!r} then, {v!r} now" for k, v in self.settings.items()
                       if old["settings"].get(k) != v]
             if differ:

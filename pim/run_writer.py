@@ -76,6 +76,9 @@ class RunWriter:
     def open(self, info):
         """Start or resume; `info` is stored in the manifest. Returns the number of prompts already done."""
         paths = self.final
+        if _manifest_kind(paths["manifest"]) == "corpus":  # never replaced by a generation run, even with --overwrite
+            raise RunRefused(f"{paths['manifest']} is a corpus run (make corpus), not a generation run: a generation "
+                             "run never replaces it; give this run another FILE, or move that run away")
         old = None if self.overwrite else self._old_manifest()
         existing = [p for k, p in paths.items() if k in ("result", "ratio", "index", "progress") and p.exists()]
         if self.overwrite:
@@ -265,3 +268,12 @@ class RunWriter:
         for path in self.paths.values():
             if Path(path).exists():
                 Path(path).unlink()
+
+
+def _manifest_kind(path):
+    """The "kind" of the manifest at path ("corpus" for corpus runs), or None (none, a generation run, unreadable)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data.get("kind") if isinstance(data, dict) else None

@@ -256,3 +256,29 @@ def test_lape_refuses_corpus_runs_made_with_different_settings(bloom, data, tmp_
     corpus(bloom, data, results, "--file", "corpus-fra", "--overwrite")
     language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5"])
     assert (results / "neurons" / f"{bloom.name}-language-neurons.json").is_file()
+
+
+def test_corpus_and_generation_runs_never_replace_each_other(bloom, data, tmp_path):
+    """Issue 19: `make corpus` without FILE took the inference default, and its advice (--overwrite) replaced a
+    generation run's manifest and index. Neither kind replaces the other, even with --overwrite."""
+    import subprocess
+
+    from conftest import command
+    results = tmp_path / "results"
+    results.mkdir()
+    generation = {"status": "finished", "settings": {}, "file": "corpus-deu", "model": bloom.name, "layers": 3}
+    write_manifest(results / f"corpus-deu-manifest-{bloom.name}.json", generation)
+    (results / f"corpus-deu-index-{bloom.name}.jsonl").write_text(index_line(np.ones((3, 256), dtype=int)))
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    for extra in ((), ("--overwrite",)):
+        with pytest.raises(SystemExit, match="is a generation run \\(make infer\\), not a corpus run: a corpus run "
+                                             "never replaces it"):
+            corpus(bloom, data, results, "--file", "corpus-deu", *extra)
+        assert {p.name: p.read_bytes() for p in results.iterdir()} == before
+    corpus(bloom, data, results, "--file", "corpus-fra")
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    done = subprocess.run(command(bloom, data, results, "--file", "corpus-fra", "--max-new-tokens", "2", "--overwrite"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "is a corpus run (make corpus), not a generation run" in done.stderr
+    assert {p.name: p.read_bytes() for p in results.iterdir() if not p.name.startswith(".")} == \
+        {k: v for k, v in before.items() if not k.startswith(".")}
