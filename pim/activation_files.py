@@ -11,6 +11,7 @@ Their names (pim/runs.py: run_paths writes them, split_name reads them):
 The patched transformers writes the same ratio and index bytes in its `activate_file` mode
 (transformers/activation_recorder.py); tests/test_recorder.py checks that the two agree.
 """
+import hashlib
 import json
 import os
 from itertools import chain
@@ -82,6 +83,15 @@ def ratio_lines(zero_counts, width):
 def index_line(counts):
     """The one-row index file for int counts [layers, width]."""
     return json.dumps({str(layer): row for layer, row in enumerate(np.asarray(counts).tolist())}) + "\n"
+
+
+def sha256_file(path, block=1 << 24):
+    """The sha256 of a file, read in blocks (model weights, GGUF files, wheels)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_atomic(path, text):

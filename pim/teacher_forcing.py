@@ -40,16 +40,13 @@ class Loaded:
         """What a run's result depends on, for the manifest (resume only with all equal)."""
         from transformers import activation_patch_info as patch
 
-        from pim.gguf_checkpoints import converted_from
+        from pim.gguf_checkpoints import gguf_settings
 
-        settings = {"model_source": self.source, "revision": getattr(self.config, "_commit_hash", None),
-                    "config_sha256": hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest(),
-                    "dtype": self.dtype, "attach": self.attach, "deactivate": self.deactivate_info,
-                    "transformers": patch.TRANSFORMERS_VERSION, "patches_sha256": patch.PATCHES_SHA256}
-        gguf = converted_from(self.source) if Path(self.source).is_dir() else None
-        if gguf:  # a folder converted from a GGUF: the weights are that file's
-            settings["gguf_sha256"] = gguf.get("sha256")
-        return settings
+        return {"model_source": self.source, "revision": getattr(self.config, "_commit_hash", None),
+                "config_sha256": hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest(),
+                "dtype": self.dtype, "attach": self.attach, "deactivate": self.deactivate_info,
+                "transformers": patch.TRANSFORMERS_VERSION, "patches_sha256": patch.PATCHES_SHA256,
+                **gguf_settings(self.source)}
 
 
 def load(model_name, dtype="auto", attach="auto", deactivate=None, positions="all", record=True):

@@ -116,7 +116,12 @@ def parse_args(argv=None):
     p.add_argument("--e2e-batch", type=int, default=E2E_BATCH, help="batch size of --e2e")
     p.add_argument("--e2e-new-tokens", type=int, default=E2E_NEW_TOKENS, help="max new tokens of --e2e")
     p.add_argument("--e2e-out", default=E2E_OUT, help="JSON of --e2e ('' writes nothing)")
-    args = p.parse_args(argv)
+    return check_args(p, p.parse_args(argv))
+
+
+def check_args(p, args):
+    """What argparse does not check, as parser errors (exit 2) before anything runs; fills the defaults of
+    --arch and --model, which depend on the preset."""
     for name in ("new_tokens", "prompt_len", "reps", "profile_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")

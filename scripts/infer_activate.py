@@ -54,7 +54,7 @@ DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons of
 from pim.activation_files import FormatError, escape_newlines, ratio_lines, read_input_lines, unescape_newlines
 from pim.architectures import CHATML, CONVERSION, HOOKS, PATCH, TEMPLATE, by_type, recorded_by
 from pim.deactivation import mlp_shape
-from pim.gguf_checkpoints import converted_from
+from pim.gguf_checkpoints import gguf_settings
 from pim.models import NotConverted, model_names, resolve_model, run_model_name, weights_problem
 from pim.run_lock import RunLock
 from pim.run_writer import RunRefused, RunWriter
@@ -363,9 +363,7 @@ def run_manifest(args, loaded, input_path, prompts, shard=None, prompt_range=Non
             "model_argument": args.model, "file": args.file, "prompts": None if interactive else len(prompts),
             "batch_size": args.batch_size, "sorted": bool(args.sort and not interactive),
             "command": shlex.join([sys.executable] + sys.argv)}
-    gguf = converted_from(loaded.source) if Path(loaded.source).is_dir() else None
-    if gguf:  # a folder converted from a GGUF: the weights are that file's (resume only with the same file)
-        settings["gguf_sha256"] = gguf.get("sha256")
+    settings.update(gguf_settings(loaded.source))  # converted from a GGUF: resume only with the same file
     if args.truncate:  # only when on, so that runs made before the flag existed still resume
         settings["truncate"] = "left"
     if shard:
