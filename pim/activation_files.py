@@ -85,12 +85,15 @@ def index_line(counts):
     return json.dumps({str(layer): row for layer, row in enumerate(np.asarray(counts).tolist())}) + "\n"
 
 
-def sha256_file(path, block=1 << 24):
-    """The sha256 of a file, read in blocks (model weights, GGUF files, wheels)."""
+def sha256_file(path, block=1 << 24, progress=None):
+    """The sha256 of a file, read in blocks (model weights, GGUF files, wheels); `progress(n)` is called
+    with the size of each block read (e.g. a tqdm bar's update)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(block):
             digest.update(chunk)
+            if progress is not None:
+                progress(len(chunk))
     return digest.hexdigest()
 
 

@@ -24,9 +24,19 @@ def user_errors(program):
     try:
         yield
     except (UserError, FormatError) as e:
-        sys.exit(f"{program}: error: {e}")
+        fail(f"{program}: error: {e}")
     except OSError as e:  # unreadable file, full disk, ...
-        sys.exit(f"{program}: error: " + ": ".join(str(x) for x in (e.filename, e.strerror or e) if x))
+        fail(f"{program}: error: " + ": ".join(str(x) for x in (e.filename, e.strerror or e) if x))
+
+
+def fail(message):
+    """Exit with status 1 and the message; a process started by pim.launch leaves it for the launcher,
+    which prints each distinct message of its processes once."""
+    folder, rank = os.environ.get("PIM_RANK_ERRORS"), os.environ.get("RANK")
+    if folder and rank is not None and os.path.isdir(folder):
+        Path(folder, f"rank{rank}").write_text(message, encoding="utf-8")
+        sys.exit(1)
+    sys.exit(message)
 
 
 def note(text):

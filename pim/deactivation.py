@@ -52,10 +52,13 @@ def read_neurons(path):
     return data
 
 
-def load_deactivation(spec, config, allow_empty=False):
+def load_deactivation(spec, config, allow_empty=False, identity=None, other_model=False):
     """({layer: sorted neuron ids}, what the manifest records) of FILE.json[:LANG] for a model `config`.
 
-    Refused, naming the file: a file made for a model of another shape (its "layers" and "width"), an unknown
+    Refused, naming the file: a file made for a model of another shape (its "layers" and "width"), or, unless
+    other_model, for another model of this shape (its "model_identity", the config, weights and GGUF hashes of
+    the corpus runs it was selected from, differs from `identity`, the model's own; files without one are
+    taken), an unknown
     language, a pair that is not [layer, neuron], a layer or a neuron index out of range (the width is the
     config's intermediate_size, 4 x hidden_size for BLOOM), and, unless allow_empty, a selection with no
     neuron (a run "with the neurons off" that switches nothing off)."""
@@ -70,6 +73,12 @@ def load_deactivation(spec, config, allow_empty=False):
         raise DeactivationError(f"{path}: made for a model with {made_for[0]} layers x {made_for[1]} neurons "
                                 f"({data.get('model', 'another model')}), not this one's {layers} x {width}: "
                                 "use the neuron file of this model (make lape MODEL=...)")
+    made_from = data.get("model_identity") or {}
+    differ = sorted(k for k in made_from if identity and k in identity and made_from[k] != identity[k])
+    if differ and not other_model:
+        raise DeactivationError(f"{path}: made for another model ({data.get('model', '?')}: its {', '.join(differ)} "
+                                "differ from this model's): use the neuron file of this model (make lape MODEL=...), "
+                                "or pass --deactivate-other-model to switch off that model's neurons here anyway")
     if not allow_empty and not any(neurons[name] for name in ([lang] if lang else neurons)):
         raise DeactivationError(f"{path}: {'language ' + repr(lang) if lang else 'the file'} has no neurons: "
                                 "nothing would be switched off")
@@ -87,5 +96,6 @@ def load_deactivation(spec, config, allow_empty=False):
             off.setdefault(layer, set()).add(neuron)
     off = {layer: sorted(ids) for layer, ids in sorted(off.items())}
     info = {"file": str(path), "language": lang or "all", "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "neurons": sum(map(len, off.values())), "model": data.get("model")}
+            "neurons": sum(map(len, off.values())), "model": data.get("model"),
+            **({"other_model": True} if differ else {})}
     return off, info

@@ -134,24 +134,55 @@ def source_shards(src):
             raise ConversionError(f"{src}: shards named in {INDEX_FILE} are missing: {', '.join(absent[:5])}")
         return weight_map
     if (src / "model.safetensors").is_file():
-        from safetensors import safe_open
-
-        with safe_open(src / "model.safetensors", "pt") as f:
-            return {k: "model.safetensors" for k in f.keys()}
+        return {k: "model.safetensors" for k in shard_keys(src / "model.safetensors")}
     if any(src.glob("*.bin")):
         raise ConversionError(f"{src}: only PyTorch .bin weights; download the safetensors files "
                               f"(model-*.safetensors and {INDEX_FILE}), which the hub's Qwen v1 folders ship")
     raise ConversionError(f"{src}: no {INDEX_FILE} or model.safetensors")
 
 
+def shard_keys(path):
+    """The tensor names in the header of a safetensors file; ConversionError naming a damaged file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, "pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError) as e:
+        raise ConversionError(f"{path} is damaged or truncated ({e}); download it again") from None
+
+
+def check_shards(src, weight_map):
+    """Refuse shards that are damaged or do not hold exactly the tensors the index assigns to them."""
+    named = {}
+    for name, shard in weight_map.items():
+        named.setdefault(shard, set()).add(name)
+    problems = []
+    for shard in sorted(named):
+        have = set(shard_keys(src / shard))
+        missing, extra = sorted(named[shard] - have), sorted(have - named[shard])
+        if missing:
+            problems.append(f"{shard} lacks {len(missing)} tensor{'s' * (len(missing) > 1)} that {INDEX_FILE} "
+                            f"puts there ({listed(missing)})")
+        if extra:
+            problems.append(f"{shard} holds {len(extra)} tensor{'s' * (len(extra) > 1)} that {INDEX_FILE} "
+                            f"does not put there ({listed(extra)})")
+    if problems:
+        raise ConversionError(f"{src}: " + "; ".join(problems) + "; download the shards and the index again")
+
+
 def check_keys(weight_map, num_layers):
     got, want = set(weight_map), expected_keys(num_layers)
     missing, unexpected = sorted(want - got), sorted(got - want)
     if missing or unexpected:
-        parts = ([f"missing {len(missing)} ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})"]
-                 if missing else []) + ([f"unexpected {len(unexpected)} ({', '.join(unexpected[:4])}"
-                                         f"{', ...' if len(unexpected) > 4 else ''})"] if unexpected else [])
+        parts = ([f"missing {len(missing)} ({listed(missing)})"] if missing else []) + (
+            [f"unexpected {len(unexpected)} ({listed(unexpected)})"] if unexpected else [])
         raise ConversionError("the weights are not the known Qwen v1 layout: " + "; ".join(parts))
+
+
+def listed(names, shown=4):
+    """The first `shown` names, comma-separated, with ', ...' when there are more."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def check_shapes(converted, qwen2):
@@ -244,6 +275,7 @@ def convert(src, dest, overwrite=False, progress=None):
     qwen2, flags = convert_config(v1, special_start)
     weight_map = source_shards(src)
     check_keys(weight_map, v1["num_hidden_layers"])
+    check_shards(src, weight_map)  # before anything is written
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.converting-{os.getpid()}"

@@ -28,11 +28,38 @@ from pim.conditions import parse_condition
 KINDS = {"result": "txt", "ratio": "jsonl", "index": "jsonl", "manifest": "json", "progress": "npz"}
 PAPER_RATIO = "proportion"  # the paper's infer_activate.py named the ratio file so; read, never written
 EXTENSIONS = {**KINDS, PAPER_RATIO: "jsonl"}
+# every <kind> a name <FILE>-<kind>-<MODEL> can hold: run files, the paper's ratio files, and the tables and
+# figures named by Run.out_name (ratio, heatmap, peak); FILE and MODEL may not have one as a part (name_problem)
+NAME_KINDS = (*KINDS, PAPER_RATIO, "heatmap", "peak")
 
 
 def run_paths(results_dir, file, model):
     """{kind: Path} of the files of one run of `model` on data/<file>.txt."""
     return {kind: Path(results_dir) / f"{file}-{kind}-{model}.{ext}" for kind, ext in KINDS.items()}
+
+
+def name_problem(file, model, data_dir="data"):
+    """None, or the one-line error for a FILE or MODEL that has a kind of NAME_KINDS as a part between dashes
+    (case ignored). Such names can collide: FILE x-ratio-y with MODEL m and FILE x with MODEL y-ratio-m both
+    write x-ratio-y-ratio-m.jsonl. Without such parts a name splits at exactly one place."""
+    for what, name in (("FILE", file), ("MODEL", model)):
+        kind = next((part for part in name.split("-") if part.lower() in NAME_KINDS), None)
+        if kind is None:
+            continue
+        fix = (f"rename {Path(data_dir) / f'{file}.txt'}, e.g. to {Path(data_dir) / f'{unreserved(file)}.txt'}"
+               if what == "FILE" else f"put the model in a folder of another name, e.g. models/{unreserved(model)}/")
+        return (f"{what} {name!r} has {kind!r} as a part, a <kind> of the file names <FILE>-<kind>-<MODEL>.<ext> "
+                f"({', '.join(NAME_KINDS)}), so this run's files could be another run's; {fix}")
+    return None
+
+
+def unreserved(name):
+    """`name` with the dashes beside a kind of NAME_KINDS made underscores: x-ratio-y -> x_ratio_y."""
+    parts = name.split("-")
+    out = parts[0]
+    for before, part in zip(parts, parts[1:]):
+        out += ("_" if {before.lower(), part.lower()} & set(NAME_KINDS) else "-") + part
+    return out if len(parts) > 1 else f"{name}_run"
 
 
 def split_name(name, kind, results_dir=None):

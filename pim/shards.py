@@ -17,9 +17,13 @@ from pim.run_checks import RunMismatch, facts_of, load_manifest, verify
 from pim.runs import Run, run_paths, write_manifest
 from pim.run_writer import RunRefused, now
 
-# what a shard's manifest must hold to be merged (scripts/infer_activate.py: run_manifest)
-SHARD_KEYS = ("status", "settings", "file", "model", "shard", "prompt_range", "prompts_total", "prompts_done",
-              "counted_steps", "started", "finished")
+# what a shard's manifest must hold to be merged, by the manifest's "kind" (None: generation runs,
+# pim/generation_runs.run_manifest; "corpus": pim/corpus_counting.run_facts)
+SHARD_KEYS = {None: ("status", "settings", "file", "model", "shard", "prompt_range", "prompts_total", "prompts_done",
+                     "counted_steps", "started", "finished"),
+              "corpus": ("status", "settings", "file", "model", "shard", "line_range", "lines_total", "tokens",
+                         "lines", "started", "finished")}
+RANGE_KEYS = {None: ("prompt_range", "prompts_total", "prompts"), "corpus": ("line_range", "lines_total", "lines")}
 
 
 def parse_shard(text):
@@ -57,6 +61,9 @@ def merge_shards(results_dir, file, model, manifests=None, overwrite=False, comm
     """
     try:
         shards = check_shards(results_dir, file, model, manifests)
+        if shards[0][1].get("kind") == "corpus":  # counts and tokens summed (pim/corpus_runs.py)
+            from pim.corpus_runs import merge_corpus_shards
+            return merge_corpus_shards(results_dir, file, model, manifests, overwrite, command)
         check_target(results_dir, file, model, overwrite)
         check_shard_files(file, model, shards)
         return write_merged(results_dir, file, model, shards, command)
@@ -78,7 +85,7 @@ def read_shard_manifests(results_dir, file, model, manifests=None):
             raise RunRefused(f"{path}: no such shard manifest")
         if "shard" not in m:
             raise RunRefused(f"{path} is not the manifest of a shard")
-        missing = [k for k in SHARD_KEYS if k not in m]
+        missing = [k for k in SHARD_KEYS.get(m.get("kind"), SHARD_KEYS[None]) if k not in m]
         if missing:
             raise RunRefused(f"{path}: a damaged shard manifest (no {', '.join(missing)})")
         if m.get("status") != "finished":
@@ -104,6 +111,9 @@ def check_shards(results_dir, file, model, manifests=None):
             raise RunRefused("shards made with other settings: " + "; ".join(
                 f"{k}: {first['settings'].get(k)!r} in {first_path.name}, {m['settings'].get(k)!r} in {path.name}"
                 for k in sorted(differ)))
+    kinds = {m.get("kind") or "generation" for _, m in shards}
+    if len(kinds) > 1:
+        raise RunRefused(f"the shards are of different kinds of runs: {', '.join(sorted(kinds))}")
     counts = {m["shard"][1] for _, m in shards}
     if len(counts) > 1:
         raise RunRefused(f"shards of different splits ({', '.join(f'of {n}' for n in sorted(counts))}) overlap: "
@@ -124,10 +134,13 @@ def ordered_shards(shards, count, file, model, results_dir):
         raise RunRefused(f"shards {', '.join(f'{i}/{count}' for i in missing)} of {file} with {model} are missing "
                          f"(expected in {shard_dir(results_dir)})")
     ordered = [by_index[i] for i in range(count)]
-    total = ordered[0][1]["prompts_total"]
+    range_key, total_key, unit = RANGE_KEYS[ordered[0][1].get("kind")]
+    total = ordered[0][1][total_key]
     for i, (path, m) in enumerate(ordered):
-        if tuple(m["prompt_range"]) != shard_range(total, i, count) or m["prompts_done"] != len(range(*m["prompt_range"])):
-            raise RunRefused(f"{path}: covers prompts {m['prompt_range']}, expected {list(shard_range(total, i, count))}")
+        complete = m["prompts_done"] == len(range(*m["prompt_range"])) if range_key == "prompt_range" else True
+        if m[total_key] != total or tuple(m[range_key]) != shard_range(total, i, count) or not complete:
+            raise RunRefused(f"{path}: covers {unit} {m[range_key]} of {m[total_key]}, expected "
+                             f"{list(shard_range(total, i, count))} of {total}")
     return ordered
 
 

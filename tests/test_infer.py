@@ -99,9 +99,11 @@ def test_resume_drops_a_half_written_batch(model_dir, data_dir, tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import infer_activate
 
+    from pim import generation_runs
+
     calls = []
 
-    def interrupted(self, prompts, seed, _original=infer_activate.Generator.__call__):
+    def interrupted(self, prompts, seed, _original=generation_runs.Generator.__call__):
         if calls:
             raise KeyboardInterrupt
         calls.append(1)
@@ -109,7 +111,7 @@ def test_resume_drops_a_half_written_batch(model_dir, data_dir, tmp_path):
 
     argv = command(model_dir, data_dir, results, "--batch-size", "4")[2:]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(infer_activate.Generator, "__call__", interrupted)
+        mp.setattr(generation_runs.Generator, "__call__", interrupted)
         with pytest.raises(KeyboardInterrupt):
             infer_activate.main(argv)
     for kind in ("result-tiny-bloom-eos.txt", "ratio-tiny-bloom-eos.jsonl"):

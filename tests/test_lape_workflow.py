@@ -258,6 +258,29 @@ def test_lape_refuses_corpus_runs_made_with_different_settings(bloom, data, tmp_
     assert (results / "neurons" / f"{bloom.name}-language-neurons.json").is_file()
 
 
+def test_a_neuron_file_of_another_model_of_the_same_shape_is_refused_unless_asked(bloom, data, tmp_path):
+    """Issue 19 #6: the neurons of one tiny BLOOM switched off in another of the same config (other seed)."""
+    import language_neurons
+    from conftest import CORPUS
+    from pim.tiny_models import build_tiny_model
+
+    results = tmp_path / "results"
+    for file in ("corpus-deu", "corpus-fra"):
+        corpus(bloom, data, results, "--file", file)
+    language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5"])
+    neurons = results / "neurons" / f"{bloom.name}-language-neurons.json"
+    assert set(json.loads(neurons.read_text())["model_identity"]) == {"config_sha256", "weights_sha256"}
+    other = build_tiny_model("bloom", tmp_path / "other" / "tiny-bloom", CORPUS, seed=4)
+    with pytest.raises(SystemExit, match="made for another model .*weights_sha256 differ"):
+        corpus(other, data, tmp_path / "r2", "--file", "corpus-deu", "--deactivate", f"{neurons}:deu")
+    assert not (tmp_path / "r2").exists()
+    corpus(other, data, tmp_path / "r2", "--file", "corpus-deu", "--deactivate", f"{neurons}:deu",
+           "--deactivate-other-model")
+    manifest = json.loads((tmp_path / "r2" / "corpus-deu-manifest-tiny-bloom-off-deu.json").read_text())
+    assert manifest["settings"]["deactivate"]["other_model"] is True
+    corpus(bloom, data, tmp_path / "r3", "--file", "corpus-deu", "--deactivate", f"{neurons}:deu")  # its own: taken
+
+
 def test_corpus_and_generation_runs_never_replace_each_other(bloom, data, tmp_path):
     """Issue 19: `make corpus` without FILE took the inference default, and its advice (--overwrite) replaced a
     generation run's manifest and index. Neither kind replaces the other, even with --overwrite."""

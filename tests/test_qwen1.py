@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 import unicodedata
@@ -420,6 +421,44 @@ def test_refuses_unknown_layouts(v1, tmp_path):
         f.unlink()
     (src / "pytorch_model.bin").write_bytes(b"")
     assert_refused(src, tmp_path, r"only PyTorch .bin weights")
+
+
+def test_a_tensor_the_index_names_but_its_shard_lacks_is_refused(v1, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    src = tmp_path / "src"
+    make_v1(src, tiktoken_src=v1[0] / "qwen.tiktoken", weights=v1[2])
+    weight_map = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    shard = weight_map["transformer.h.1.mlp.w2.weight"]  # the gate: the very site that is recorded
+    tensors = load_file(src / shard)
+    del tensors["transformer.h.1.mlp.w2.weight"]
+    save_file(tensors, src / shard, metadata={"format": "pt"})
+    assert_refused(src, tmp_path, re.escape(f"{src}: {shard} lacks 1 tensor that model.safetensors.index.json puts "
+                                            "there (transformer.h.1.mlp.w2.weight); download the shards and the index "
+                                            "again"))
+
+    # and a tensor in a shard that the index does not put there (here: in no shard at all)
+    tensors["transformer.h.1.mlp.w2.weight"] = v1[2]["transformer.h.1.mlp.w2.weight"]
+    tensors["transformer.h.0.attn.rotary_emb.inv_freq"] = torch.ones(8)
+    save_file(tensors, src / shard, metadata={"format": "pt"})
+    assert_refused(src, tmp_path, re.escape(f"{shard} holds 1 tensor that model.safetensors.index.json does not put "
+                                            "there (transformer.h.0.attn.rotary_emb.inv_freq)"))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.001])  # the tensors cut off; the header cut off
+def test_a_truncated_shard_is_one_line_and_writes_nothing(v1, tmp_path, keep):
+    src, out = tmp_path / "src", tmp_path / "models"
+    make_v1(src, tiktoken_src=v1[0] / "qwen.tiktoken", weights=v1[2])
+    shard = src / "model-00002-of-00002.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:int(len(data) * keep)])
+    res = subprocess.run([sys.executable, CONVERT, "--src", str(src), "--name", "q", "--out-dir", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {shard} is damaged or truncated (")
+    assert lines[0].endswith("; download it again")
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 def test_cli(v1, tmp_path):

@@ -19,6 +19,8 @@ from pim.activation_files import escape_newlines
 sys.path.insert(0, str(ROOT / "scripts"))
 import infer_activate  # noqa: E402
 
+from pim import generation_runs, model_loading  # noqa: E402
+
 MODEL = "tiny-bloom-eos"
 
 
@@ -61,14 +63,14 @@ def stopped_run(model_dir, folder, *extra):
     (data / "prompts.txt").write_text("".join(escape_newlines(p) + "\n" for p in INPUT))
     calls = []
 
-    def stop(self, ids, seed, _original=infer_activate.Generator.__call__):
+    def stop(self, ids, seed, _original=generation_runs.Generator.__call__):
         if calls:
             raise KeyboardInterrupt
         calls.append(1)
         return _original(self, ids, seed)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(infer_activate.Generator, "__call__", stop)
+        mp.setattr(generation_runs.Generator, "__call__", stop)
         with pytest.raises(KeyboardInterrupt):
             infer_activate.main(command(model_dir, data, folder / "results", "--batch-size", "4", *extra)[2:])
     return folder / "results", data
@@ -115,8 +117,8 @@ def test_resume_of_a_sorted_run_with_pending_prompts(eos_model_dir, interrupted_
 
 def test_plan_batches_sorts_within_windows():
     lengths = [1, 5, 3, 9, 2, 8]
-    assert infer_activate.plan_batches(lengths, 2, False, 4) == [[0, 1], [2, 3], [4, 5]]
-    assert infer_activate.plan_batches(lengths, 2, True, 4) == [[3, 1], [2, 0], [5, 4]]
+    assert generation_runs.plan_batches(lengths, 2, False, 4) == [[0, 1], [2, 3], [4, 5]]
+    assert generation_runs.plan_batches(lengths, 2, True, 4) == [[3, 1], [2, 0], [5, 4]]
 
 
 # --- 12: out of memory halves the batch ---
@@ -132,10 +134,10 @@ def test_out_of_memory_halves_the_batch(eos_model_dir, data_dir, tmp_path, whole
 def test_what_counts_as_out_of_memory():
     import torch
 
-    assert infer_activate.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
-    assert infer_activate.is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+    assert model_loading.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert model_loading.is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
                                               "can't allocate memory: you tried to allocate 123 bytes"))
-    assert not infer_activate.is_oom(RuntimeError("shape mismatch"))
+    assert not model_loading.is_oom(RuntimeError("shape mismatch"))
 
 
 # --- 1: two copies at once; a stale lock after kill -9 is taken over ---
@@ -165,6 +167,7 @@ def test_two_copies_at_once_and_a_stale_lock(eos_model_dir, data_dir, tmp_path, 
     ("short-result", "than its committed"),
     ("short-ratio", "than its committed"),
     ("extra-line", "the progress file says"),
+    ("edited-in-place", "do not have the checksum"),
     ("no-progress", "is missing, but"),
     ("bad-progress", "damaged progress file"),
     ("bad-manifest", "damaged manifest"),
@@ -176,6 +179,10 @@ def test_resume_refuses_files_that_do_not_fit(damage, message, eos_model_dir, in
         result.write_bytes(result.read_bytes()[:-3])
     elif damage == "short-ratio":
         ratio.write_bytes(ratio.read_bytes()[:-1])
+    elif damage == "edited-in-place":  # same length, same lines: one digit of a ratio row changed
+        text = ratio.read_bytes()
+        at = text.index(b"0.", len(text) // 2) + 2
+        ratio.write_bytes(text[:at] + (b"1" if text[at:at + 1] != b"1" else b"2") + text[at + 1:])
     elif damage == "extra-line":
         text = result.read_bytes()
         result.write_bytes(b"x\n" + text[2:] if len(text) > 2 else b"\n\n")
@@ -201,7 +208,7 @@ def test_overwrite_that_fails_in_its_first_batch_keeps_the_old_run(eos_model_dir
     def broken(self, ids, seed):
         raise ValueError("a failure in the first batch")
     with monkeypatch.context() as mp:
-        mp.setattr(infer_activate.Generator, "__call__", broken)
+        mp.setattr(generation_runs.Generator, "__call__", broken)
         with pytest.raises(ValueError):
             run_here(eos_model_dir, data_dir, results, "--overwrite", capsys=capsys)
     assert snapshot(results) == before
@@ -248,7 +255,7 @@ def test_interactive_with_no_prompt_writes_nothing(eos_model_dir, tmp_path, caps
 def test_line_ends_and_absurd_lines(tmp_path):
     path = tmp_path / "p.txt"
     path.write_bytes(b"eins\rzwei\r\ndrei\r")
-    assert infer_activate.read_prompts(path) == ["eins", "zwei", "drei"]
+    assert generation_runs.read_prompts(path) == ["eins", "zwei", "drei"]
 
 
 # --- 8: prompts longer than the model takes ---
@@ -262,7 +269,7 @@ def test_a_prompt_too_long_is_reported_or_cut_from_the_left(eos_model_dir, data_
     assert not (tmp_path / "r").exists()
     code, err = run_here(model, data_dir, tmp_path / "r", "--truncate", capsys=capsys)
     assert code == 0 and "cut" in err, err
-    cut, lines = infer_activate.check_lengths([[1, 2, 3, 4], [5]], 5, 2, "f.txt", 1, True)
+    cut, lines = generation_runs.check_lengths([[1, 2, 3, 4], [5]], 5, 2, "f.txt", 1, True)
     assert cut == [[2, 3, 4], [5]] and lines == [1]
 
 
@@ -333,3 +340,61 @@ def test_make_quotes_file_and_model_and_checks_transformers_src():
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "patch_transformers.py"), "install", "--src",
                           "/no/such/transformers"], capture_output=True, text=True)
     assert res.returncode != 0 and "not a transformers source tree" in res.stderr and "Traceback" not in res.stderr
+
+
+# --- issue 19: #9 --overwrite keeps the old run until the new one is finished; #2 weights; tracebacks ---
+def test_overwrite_killed_after_its_first_commit_keeps_the_old_run_and_resumes(eos_model_dir, data_dir, tmp_path,
+                                                                               whole, capsys):
+    results = tmp_path / "results"
+    assert run_here(eos_model_dir, data_dir, results, "--batch-size", "4", "--max-new-tokens", "5",
+                    capsys=capsys)[0] == 0
+    before = snapshot(results)
+    calls = []
+
+    def stop(self, ids, seed, _original=generation_runs.Generator.__call__):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return _original(self, ids, seed)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(generation_runs.Generator, "__call__", stop)
+        with pytest.raises(KeyboardInterrupt):
+            run_here(eos_model_dir, data_dir, results, "--batch-size", "4", "--overwrite", capsys=capsys)
+    assert {k: v for k, v in snapshot(results).items() if not k.startswith(".")} == before
+    code, err = run_here(eos_model_dir, data_dir, results, "--batch-size", "4", capsys=capsys)
+    assert code != 0 and "give --overwrite again to resume" in err
+    code, err = run_here(eos_model_dir, data_dir, results, "--batch-size", "4", "--overwrite", capsys=capsys)
+    assert code == 0 and "4 of 14 prompts are done" in err, err
+    assert files(results) == whole and not any(p.name.startswith(".") for p in results.iterdir())
+
+
+def test_resume_with_rebuilt_weights_of_the_same_config_is_refused(eos_model_dir, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(eos_model_dir, model)
+    results, data = stopped_run(model, tmp_path, "--no-sort")
+    weights = model / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(k for k in tensors if k.endswith("mlp.dense_4h_to_h.weight"))
+    tensors[name] = tensors[name].flip(0).contiguous()  # same shapes, same config, other weights
+    save_file(tensors, weights, metadata={"format": "pt"})
+    code, err = run_here(model, data, results, "--batch-size", "4", capsys=capsys)
+    assert code != 0 and "weights_sha256" in err and "other settings" in err, err
+
+
+def test_invalid_utf8_on_interactive_stdin_and_oom_with_one_prompt_are_one_line(eos_model_dir, tmp_path, capsys,
+                                                                                monkeypatch):
+    stdin = io.TextIOWrapper(io.BytesIO(b"Hallo\nbad \xff\n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    code, err = run_here(eos_model_dir, tmp_path, tmp_path / "r", "--interactive", "--file", "typed",
+                         "--max-new-tokens", "2", capsys=capsys)
+    assert code != 0 and "standard input, line 2: not UTF-8" in err and "Traceback" not in err, err
+    monkeypatch.setenv("PIM_FAULT_OOM_AT_BATCH", "1")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "prompts.txt").write_text("Hallo\n")
+    code, err = run_here(eos_model_dir, data, tmp_path / "oom", "--batch-size", "1", capsys=capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and "out of memory with a batch of one" in errors[0] and "Traceback" not in err, err
