@@ -2,11 +2,12 @@
 model once, and for each FILE count, window by window, which neurons fire at every token of its texts.
 
 The input is read as it is processed (pim/corpus_input.py). Within a window of `sort_window` lines the
-texts are batched longest first when `sort` is on (less padding; the counts are those of file order),
-and each batch is committed (pim/corpus_runs.CorpusWriter) before the next. Shards (--shard i/n, or one
-per process under accelerate launch) are contiguous ranges of lines; with --max-tokens the range is the
-file's prefix that holds the budget, found by tokenizing it first, so that shards and one process count
-the same texts.
+texts are batched longest first when `sort` is on (less padding; the counts are those of file order up
+to float rounding), and each batch is committed (pim/corpus_runs.CorpusWriter) before the next. Shards
+(--shard i/n, or one per process under accelerate launch) are contiguous runs of whole windows, so that
+a shard's batches are exactly those of one process over the same lines and merged shards give its
+bytes; with --max-tokens they split the file's prefix that holds the budget, found by tokenizing it
+first, so that shards and one process count the same texts.
 """
 import shlex
 import sys
@@ -91,9 +92,13 @@ def plan_file(args, loaded, name, found, shard):
         total, budget = budget_end(loaded, found.path, found.lines, args), None
     if not shard:
         return Plan(0, total, total, budget, name, args.results_dir)
-    if shard[1] > total:
-        raise UserError(f"{shard[1]} shards for {total} lines of {found.path}: use at most one shard per line")
-    first, last = shard_range(total, *shard)
+    window = args.sort_window  # shards are whole windows: they count in the batches of one process
+    windows = -(-total // window)
+    if shard[1] > windows:
+        raise UserError(f"{shard[1]} shards for {total} lines of {found.path}, {windows} window(s) of --sort-window "
+                        f"{window} lines: shards are whole windows (so that they count in exactly the batches of one "
+                        f"process); use at most {windows} shards or a smaller --sort-window")
+    first, last = (min(total, w * window) for w in shard_range(windows, *shard))
     return Plan(first, last, total, None, shard_model_name(name, *shard), str(shard_dir(args.results_dir)))
 
 

@@ -50,6 +50,7 @@ class Loaded:
     attach: str  # patch or hooks
     deactivate: dict | None  # {layer: [neuron ids]} switched off
     deactivate_info: dict | None  # what the manifest records about them (pim/deactivation.py)
+    use_sys: bool = False  # generation runs: the prompts are wrapped in --sys-template (pim/generation_runs.py)
 
 
 def load_model(options, positions=None, record=True):

@@ -136,11 +136,14 @@ def ordered_shards(shards, count, file, model, results_dir):
     ordered = [by_index[i] for i in range(count)]
     range_key, total_key, unit = RANGE_KEYS[ordered[0][1].get("kind")]
     total = ordered[0][1][total_key]
+    end = 0  # the shards must cover [0, total) in order, each its range whole
     for i, (path, m) in enumerate(ordered):
         complete = m["prompts_done"] == len(range(*m["prompt_range"])) if range_key == "prompt_range" else True
-        if m[total_key] != total or tuple(m[range_key]) != shard_range(total, i, count) or not complete:
-            raise RunRefused(f"{path}: covers {unit} {m[range_key]} of {m[total_key]}, expected "
-                             f"{list(shard_range(total, i, count))} of {total}")
+        first, last = m[range_key]
+        if m[total_key] != total or first != end or last < first or (i == count - 1 and last != total) or not complete:
+            raise RunRefused(f"{path}: covers {unit} {m[range_key]} of {m[total_key]}, but the shards before it end at "
+                             f"{end} of {total}")
+        end = last
     return ordered
 
 

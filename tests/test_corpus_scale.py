@@ -130,6 +130,9 @@ def merge(results, *extra):
 
 
 def test_shards_and_two_processes_merge_to_one_plain_run(bloom, data, tmp_path, expected):
+    """Shards are whole windows, so they batch as one process does: the same bits on any model. Here the
+    shards' batches differ from the plain run's (batch 1, file order): tiny BLOOM gives the same counts
+    for any batches (the first test), so the bytes must be equal all the same."""
     plain = run(bloom, data, tmp_path / "plain", "--batch-size", "1", "--no-sort")[1]
     plain_bytes = (tmp_path / "plain" / NAME.format(kind="index", ext="jsonl")).read_bytes()
     results = tmp_path / "shards"
@@ -141,12 +144,12 @@ def test_shards_and_two_processes_merge_to_one_plain_run(bloom, data, tmp_path, 
     m = manifest(results)
     assert (m["kind"], m["status"], m["tokens"], m["lines"], m["cut_lines"], m["empty_lines"]) == \
         ("corpus", "finished", plain["tokens"], plain["lines"], plain["cut_lines"], plain["empty_lines"])
-    assert [s["line_range"] for s in m["shards"]] == [[0, 5], [5, 11], [11, 17]]
+    assert [s["line_range"] for s in m["shards"]] == [[0, 6], [6, 12], [12, 17]]  # whole windows of 3 lines
     launch = [sys.executable, "-m", "pim.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               str(ROOT / "scripts" / "corpus_activate.py"), "--model", str(bloom), "--file", "corpus-deu",
               "--data-dir", str(data), "--results-dir", str(tmp_path / "nproc"), "--max-length", str(MAX_LENGTH),
-              "--batch-size", "3"]
+              "--batch-size", "3", "--sort-window", "4"]
     res = subprocess.run(launch, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "merged 2 shards" in res.stderr
@@ -183,7 +186,7 @@ def test_a_killed_shard_resumes_exactly(bloom, data, tmp_path, monkeypatch):
     calls = []
 
     def killed(self, batch, _original=corpus_counting.Counter.__call__):
-        if len(calls) == 4:  # in the middle of the window of lines 14-16 (windows of 3 from line 8, batches of 2)
+        if len(calls) == 2:  # in the middle of the window of lines 12-14 (shard 1/2: windows 3-5 of 3 lines)
             raise KeyboardInterrupt
         calls.append(1)
         return _original(self, batch)
@@ -199,7 +202,7 @@ def test_a_killed_shard_resumes_exactly(bloom, data, tmp_path, monkeypatch):
     name = "shards/corpus-deu-index-tiny-bloom-shard1of2.jsonl"
     assert (results / name).read_bytes() == (whole / name).read_bytes()
     m = json.loads((results / "shards" / "corpus-deu-manifest-tiny-bloom-shard1of2.json").read_text())
-    assert m["resumed"][0]["texts_done"] == 2 + 3 + 2 and m["status"] == "finished"
+    assert m["resumed"][0]["texts_done"] == 2 + 2 and m["status"] == "finished"
 
 
 def test_out_of_memory_halves_the_batches_and_one_text_is_a_one_line_error(bloom, data, tmp_path, monkeypatch,
@@ -301,3 +304,12 @@ def test_a_user_error_under_two_processes_is_one_line(tmp_path):
                           "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=600)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "has 'index' as a part" in res.stderr
+
+
+def test_shards_are_whole_windows_and_more_shards_than_windows_are_refused(bloom, data, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        run_shard(bloom, data, tmp_path / "r", "0/7", "--sort-window", "3")  # 17 lines: 6 windows
+    assert "7 shards for 17 lines" in str(e.value) and "use at most 6 shards" in str(e.value)
+    run_shard(bloom, data, tmp_path / "r", "1/4", "--sort-window", "5")  # 4 windows: the second is lines 5-9
+    m = json.loads((tmp_path / "r" / "shards" / "corpus-deu-manifest-tiny-bloom-shard1of4.json").read_text())
+    assert m["line_range"] == [5, 10] and m["lines_total"] == 17

@@ -135,3 +135,29 @@ def test_lape_on_real_corpus_runs(gemma_dir, tmp_path):
         layers, ids = np.array(neurons).T
         own = probs[lang][layers, ids].mean()
         assert all(own > probs[other][layers, ids].mean() for other in LANGS if other != lang), lang
+
+
+def test_corpus_shards_of_a_gated_model_merge_to_the_bytes_of_one_process(smollm2_dir, tmp_path):
+    """Shards are whole windows, so they batch as one process does: on SmolLM2 (a gated MLP, whose counts
+    move with the batching by float rounding) the merged index equals one process's byte for byte, with
+    sorted batches, a token budget and an out-of-memory halving in neither."""
+    import subprocess
+
+    import corpus_activate
+
+    def run(results, *extra):
+        corpus_activate.main(["--model", str(smollm2_dir), "--file", "sample-corpus-fra", "--data-dir",
+                              str(ROOT / "data"), "--results-dir", str(results), "--max-tokens", "200",
+                              "--sort-window", "5", "--batch-size", "3", *extra])
+
+    run(tmp_path / "one")
+    for shard in ("1/2", "0/2"):
+        run(tmp_path / "shards", "--shard", shard)
+    merged = subprocess.run([sys.executable, str(ROOT / "scripts" / "merge_results.py"), "--file", "sample-corpus-fra",
+                             "--model", smollm2_dir.name, "--results-dir", str(tmp_path / "shards")],
+                            capture_output=True, text=True)
+    assert merged.returncode == 0, merged.stderr
+    name = f"sample-corpus-fra-index-{smollm2_dir.name}.jsonl"
+    assert (tmp_path / "shards" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    one = json.loads((tmp_path / "one" / f"sample-corpus-fra-manifest-{smollm2_dir.name}.json").read_text())
+    assert one["stopped"]["budget_reached"] and 200 <= one["tokens"] < 200 + 512 and one["lines"] < 20
