@@ -139,6 +139,7 @@ class ActivationRecorder:
         self._outside = False  # the open call was opened by a forward call outside generate
         self._position_counts = [None] * num_layers  # positions="all": per layer int64 [width], this call
         self._position_mask = None  # positions="all": bool [batch, seq, 1] of this forward call's counted positions
+        self._position_thresholds = {}  # positions="all": the mask as comparison thresholds, per device and dtype
         self._tokens = None  # positions="all": counted positions of this call (a device scalar)
         self._finished = None  # positions="all", in generate: rows that have emitted EOS
         self._positions_eos = None  # positions="all": the open call's EOS ids on the input device
@@ -192,16 +193,25 @@ class ActivationRecorder:
         if self._finished is not None:
             mask = ~self._finished[:, None] if mask is None else mask & ~self._finished[:, None]
         self._position_mask = None if mask is None else mask[..., None]
+        self._position_thresholds = {}  # _count_positions: per (device, dtype) of this forward call
         counted = torch.tensor(length * len(input_ids if input_ids is not None else attention_mask), device=device) \
             if mask is None else mask.sum()
         self._tokens = counted if self._tokens is None else self._tokens + counted
 
     def _count_positions(self, layer, activation):
-        positive = activation > 0
+        """Add the layer's positive activations at the counted positions: one comparison with a threshold of
+        0 at those positions and inf elsewhere (made once per forward call, device and dtype)."""
         mask = self._position_mask
-        if mask is not None:
-            positive &= mask if mask.device == activation.device else mask.to(activation.device, non_blocking=True)
-        counts = positive.sum((0, 1))
+        if mask is None:
+            counts = (activation > 0).sum((0, 1))
+        else:
+            key = (activation.device, activation.dtype)
+            threshold = self._position_thresholds.get(key)
+            if threshold is None:
+                on_device = mask if mask.device == activation.device else mask.to(activation.device, non_blocking=True)
+                threshold = torch.where(on_device, 0.0, float("inf")).to(activation.dtype)
+                self._position_thresholds[key] = threshold
+            counts = (activation > threshold).sum((0, 1))
         if self._position_counts[layer] is None:
             self._position_counts[layer] = counts
         else:
