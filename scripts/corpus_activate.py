@@ -10,12 +10,12 @@ Each line of data/<FILE>.txt (or .txt.gz, .jsonl, .jsonl.gz: a JSON line's "text
 tokenized, cut to its first --max-length tokens, and run through the model in left-padded batches; every
 non-pad position of every text counts (the recorder's positions="all"). The file is read as it is
 processed, in windows of --sort-window lines whose texts are batched longest first (--no-sort: in file
-order); the counts are the same either way (docs/lape.md says how exactly). --max-tokens N stops after
+order); the counts are the same either way up to float rounding (docs/measures.md). --max-tokens N stops after
 the text, in file order, at which N tokens are counted. Writes results/<FILE>-index-<MODEL>.jsonl (per
 neuron the counted tokens with activation > 0) and results/<FILE>-manifest-<MODEL>.json (kind "corpus",
 tokens, lines, where it stopped, settings). Committed batch by batch: a killed run resumes with the same
-command; a finished one is redone only with --overwrite. --shard i/n runs a contiguous part of the lines
-(merge the shards with scripts/merge_results.py); under accelerate launch each process is a shard and
+command; a finished one is redone only with --overwrite. --shard i/n runs a contiguous part of the lines,
+whole windows (merge the shards with scripts/merge_results.py); under accelerate launch each process is a shard and
 rank 0 merges. With --deactivate the MODEL part of the names is <MODEL>-off-<lang> (or -off-all).
 """
 import sys
@@ -60,9 +60,10 @@ def build_parser():
                    help="stop after the text (in file order) at which this many tokens are counted (default: all)")
     p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE, help=f"texts per forward call (default {BATCH_SIZE})")
     p.add_argument("--sort", default=SORT, action=argparse.BooleanOptionalAction,
-                   help="batch the texts of a window longest first (--no-sort: file order); same counts")
+                   help="batch the texts of a window longest first (--no-sort: file order); the same counts up to "
+                        "float rounding (docs/measures.md)")
     p.add_argument("--sort-window", type=cli.positive_int, default=SORT_WINDOW,
-                   help=f"lines read, tokenized and sorted together (default {SORT_WINDOW})")
+                   help=f"lines read, tokenized and sorted together; shards are whole windows (default {SORT_WINDOW})")
     add_run_flags(p, dtype=DTYPE, device_map=DEVICE_MAP, max_memory=MAX_MEMORY, offload_folder=OFFLOAD_FOLDER,
                   shard=SHARD, attach=ATTACH, deactivate=DEACTIVATE, overwrite=OVERWRITE)
     return p

@@ -131,7 +131,7 @@ def test_the_projects_own_names_pass():
 
     models = model_names() + demo["DEMO_MODELS"] + demo["DEMO_TINY_MODELS"] + tiny_types() + [
         "tiny-bloom-eos", "tiny-bloom-plain", "tiny-bloom-off-deu", "qwen-7b-chat-off-all", "bloom-7b1-shard0of2"]
-    assert len(files) > 90 and len(models) > 40
+    assert len(files) > 25 and len(models) > 40  # a clean clone has no files of `make data`
     assert [(f, m) for f in files for m in models if name_problem(f, m)] == []
 
 
