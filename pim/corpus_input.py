@@ -22,6 +22,7 @@ from pim.cli import UserError
 
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")  # the forms of data/<FILE>.*, in the order looked for
 TEXT_FIELD = "text"  # a JSONL line's text
+TOKENIZE_AT_ONCE = 64  # texts tokenized per tokenizer call (their full token lists exist only until cut)
 
 
 def find_corpus(data_dir, file):
@@ -179,12 +180,21 @@ def token_windows(path, tokenizer, max_length, first, last, window, budget=None,
         while held is not None and held[0] < end:
             chunk.append(held)
             held = next(source, None)
-        ids = tokenizer([t for _, t in chunk], add_special_tokens=True)["input_ids"] if chunk else []
         rows = []
-        for (n, _), row in zip(chunk, ids):
-            rows.append((n, row[:max_length], len(row) > max_length))
-            spent += min(len(row), max_length)
+        for n, row, cut in _cut_ids(tokenizer, chunk, max_length):
+            rows.append((n, row, cut))
+            spent += len(row)
             if budget is not None and spent >= budget:
                 yield Window(start, n + 1, rows, True)
                 return
         yield Window(start, end, rows)
+
+
+def _cut_ids(tokenizer, chunk, max_length, at_once=TOKENIZE_AT_ONCE):
+    """(line number, its first max_length token ids, whether it was cut) of (line number, text) pairs,
+    tokenized a few at a time and cut at once: long documents never pile up as whole token lists."""
+    for first in range(0, len(chunk), at_once):
+        part = chunk[first:first + at_once]
+        ids = tokenizer([t for _, t in part], add_special_tokens=True, return_attention_mask=False)["input_ids"]
+        for (n, _), row in zip(part, ids):
+            yield n, row[:max_length], len(row) > max_length

@@ -225,7 +225,8 @@ def merge_corpus_shards(results_dir, file, model, manifests=None, overwrite=Fals
             raise RunRefused(f"{index}: missing (the index of shard {m['shard'][0]}/{m['shard'][1]}, whose manifest "
                              f"is {path})")
         counts = read_index(index)
-        if counts.shape != (m.get("layers"), m.get("width")) or counts.max(initial=0) > m["tokens"] or counts.min(initial=0) < 0:
+        fits = counts.shape == (m.get("layers"), m.get("width"))
+        if not fits or counts.max(initial=0) > m["tokens"] or counts.min(initial=0) < 0:
             raise RunRefused(f"{index}: counts of shape {counts.shape} up to {counts.max(initial=0)} do not fit its "
                              f"manifest ({m.get('layers')} layers x {m.get('width')} neurons, {m['tokens']} tokens)")
         total = counts if total is None else total + counts

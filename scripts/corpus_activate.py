@@ -3,7 +3,7 @@
     make corpus FILE=corpus-fra MODEL=bloom-7b1
     python scripts/corpus_activate.py --file corpus-deu corpus-fra --model tiny-bloom --max-length 256
     python scripts/corpus_activate.py --file culturax-deu --model llama-3.1-70b --max-tokens 100000000
-    accelerate launch --multi_gpu --num_processes 8 scripts/corpus_activate.py --file corpus-deu --model qwen2.5-7b
+    python -m pim.launch --multi_gpu --num_processes 8 scripts/corpus_activate.py --file corpus-deu --model qwen2.5-7b
     python scripts/corpus_activate.py --file corpus-deu --model bloom-7b1 --shard 3/16   # then merge_results.py
 
 Each line of data/<FILE>.txt (or .txt.gz, .jsonl, .jsonl.gz: a JSON line's "text" field) is one text; it is
@@ -51,14 +51,16 @@ def build_parser():
     p.add_argument("--model", default=MODEL, help=f"folder models/<MODEL>/, alias, .gguf file, or hub id/path "
                    f"(default {MODEL})")
     p.add_argument("--file", nargs="+", default=FILES, metavar="FILE",
-                   help=f"input {DATA_DIR}/<FILE>.txt (.txt.gz, .jsonl, .jsonl.gz), one or more (default {' '.join(FILES)})")
+                   help=f"input {DATA_DIR}/<FILE>.txt (.txt.gz, .jsonl, .jsonl.gz), one or more "
+                        f"(default {' '.join(FILES)})")
     p.add_argument("--data-dir", default=DATA_DIR, help=f"folder of the input files (default {DATA_DIR})")
     p.add_argument("--results-dir", default=RESULTS_DIR, help=f"folder of the output files (default {RESULTS_DIR})")
     p.add_argument("--max-length", type=cli.positive_int, default=MAX_LENGTH,
                    help=f"tokens per text at most; longer texts are cut (default {MAX_LENGTH})")
     p.add_argument("--max-tokens", type=cli.positive_int, default=MAX_TOKENS,
                    help="stop after the text (in file order) at which this many tokens are counted (default: all)")
-    p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE, help=f"texts per forward call (default {BATCH_SIZE})")
+    p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE,
+                   help=f"texts per forward call; halved after an out-of-memory error (default {BATCH_SIZE})")
     p.add_argument("--sort", default=SORT, action=argparse.BooleanOptionalAction,
                    help="batch the texts of a window longest first (--no-sort: file order); the same counts up to "
                         "float rounding (docs/measures.md)")

@@ -203,8 +203,9 @@ MUTATIONS = [
     Mutation("spm-no-bos", "pim/gguf_tokenizer.py", "add_bos_token=fields.add_bos,", "add_bos_token=False,",
              "BOS dropped although the GGUF asks for it", ("tests/test_gguf_tokenizer.py",)),
     # --- corpus runs at scale (pim/corpus_input.py, pim/corpus_counting.py, pim/corpus_runs.py) ---
-    Mutation("budget-counts-uncut", "pim/corpus_input.py", "spent += min(len(row), max_length)", "spent += len(row)",
-             "--max-tokens counts the tokens of a text before it is cut to MAX_LENGTH: the run stops too early",
+    Mutation("cut-one-late", "pim/corpus_input.py", "yield n, row[:max_length], len(row) > max_length",
+             "yield n, row[:max_length + 1], len(row) > max_length + 1",
+             "corpus texts are cut to MAX_LENGTH + 1 tokens: more tokens counted, the budget reached a text early",
              ("tests/test_corpus_scale.py::test_max_tokens_stops_at_the_same_line_whatever_the_batches",)),
     Mutation("window-skips-last-text", "pim/corpus_input.py", "while held is not None and held[0] < end:",
              "while held is not None and held[0] < end - 1:",
