@@ -21,10 +21,8 @@ from pim.deactivation import mlp_shape, run_suffix
 from pim.model_loading import load_model, model_settings
 from pim.models import run_model_name
 from pim.run_engine import (check_names, check_split, halving_batches, injected_oom, launched, merge_ranks,
-                            process_shard, refuse_finished_merge)
+                            process_shard, refuse_finished, refuse_finished_merge)
 from pim.run_lock import RunLock
-from pim.run_writer import staging_dir
-from pim.runs import read_manifest, run_paths
 from pim.shards import shard_dir, shard_model_name, shard_range
 from pim.teacher_forcing import left_padded
 
@@ -41,24 +39,15 @@ def run_corpora(args):
         refuse_finished_merge(state, args.results_dir, file, name, args.overwrite)
         if shard:
             check_split(args.results_dir, file, name, shard, args.overwrite, state, done_key="lines_done")
-        refuse_finished(args, file, name, shard)
+        folder, model = (shard_dir(args.results_dir), shard_model_name(name, *shard)) if shard else \
+            (args.results_dir, name)
+        refuse_finished(folder, file, model, args.overwrite, kind="corpus")
     loaded = load_model(args, positions="all")
     for file in args.file:
         count_file(args, loaded, name, file, scans[file], shard)
         if state:
             merge_ranks(state, args.results_dir, file, name, lambda: merge_corpus_shards(
                 args.results_dir, file, name, overwrite=args.overwrite, command=command()), shard[1])
-
-
-def refuse_finished(args, file, name, shard):
-    """Before the model is loaded: this process's run of FILE is finished (without --overwrite)."""
-    folder, model = (shard_dir(args.results_dir), shard_model_name(name, *shard)) if shard else (args.results_dir, name)
-    path = run_paths(folder, file, model)["manifest"]
-    manifest = read_manifest(path)
-    if manifest and manifest.get("kind") == "corpus" and manifest.get("status") == "finished" and not args.overwrite:
-        again = " (an --overwrite run of it was interrupted: give --overwrite again to resume that)" \
-            if staging_dir(folder, file, model).exists() else ""
-        raise UserError(f"{path}: a finished corpus run; pass --overwrite to run it again{again}")
 
 
 def command():

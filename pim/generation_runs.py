@@ -20,7 +20,7 @@ from pim.deactivation import mlp_shape, run_suffix
 from pim.model_loading import load_model, model_settings, one_line
 from pim.models import run_model_name
 from pim.run_engine import (check_names, check_split, halving_batches, injected_oom, launched, merge_ranks,
-                            process_shard, refuse_finished_merge)
+                            process_shard, refuse_finished, refuse_finished_merge)
 from pim.run_lock import RunLock
 from pim.run_writer import RunWriter
 from pim.shards import merge_shards, shard_dir, shard_model_name, shard_range
@@ -199,6 +199,7 @@ def run(args):
         first, last = shard_range(len(prompts), *shard)
         total, prompts = len(prompts), prompts[first:last]
         name, results_dir = shard_model_name(name, *shard), shard_dir(args.results_dir)
+    refuse_finished(results_dir, args.file, name, args.overwrite)
     with RunLock(results_dir, args.file, name):
         loaded = load_for_generation(args)
         if getattr(loaded.config, "qwen1", None):

@@ -13,6 +13,7 @@ from pathlib import Path
 from pim.cli import UserError
 from pim.model_loading import DTYPES, is_oom, one_line
 from pim.run_lock import RunLock
+from pim.run_writer import staging_dir
 from pim.runs import name_problem, read_manifest, run_paths
 from pim.shards import find_shard_manifests, parse_shard, shard_dir
 
@@ -92,6 +93,20 @@ def refuse_finished_merge(state, results_dir, file, model, overwrite):
     if state and not overwrite and merged and merged.get("status") == "finished":
         raise UserError(f"{run_paths(results_dir, file, model)['manifest']} is a finished run; "
                         "pass --overwrite to run it again")
+
+
+def refuse_finished(results_dir, file, model, overwrite, kind=None):
+    """Before the model is loaded: the run of FILE and MODEL in results_dir (a shard's: its own) is a finished
+    run of this kind (None: generation, "corpus") and there is no --overwrite."""
+    paths = run_paths(results_dir, file, model)
+    path, manifest = paths["manifest"], read_manifest(paths["manifest"])
+    if overwrite or not manifest or manifest.get("kind") != kind or manifest.get("status") != "finished":
+        return
+    paths["progress"].unlink(missing_ok=True)  # left if killed between finishing and cleaning up
+    again = " (an --overwrite run of it was interrupted: give --overwrite again to resume that)" \
+        if staging_dir(results_dir, file, model).exists() else ""
+    what = "a finished corpus run" if kind == "corpus" else "is a finished run"
+    raise UserError(f"{path}: {what}; pass --overwrite to run it again{again}")
 
 
 def check_split(results_dir, file, model, shard, overwrite, state, done_key="prompts_done"):

@@ -313,3 +313,15 @@ def test_shards_are_whole_windows_and_more_shards_than_windows_are_refused(bloom
     run_shard(bloom, data, tmp_path / "r", "1/4", "--sort-window", "5")  # 4 windows: the second is lines 5-9
     m = json.loads((tmp_path / "r" / "shards" / "corpus-deu-manifest-tiny-bloom-shard1of4.json").read_text())
     assert m["line_range"] == [5, 10] and m["lines_total"] == 17
+
+
+def test_a_finished_run_is_refused_before_the_model_is_loaded(bloom, data, tmp_path):
+    import shutil
+
+    model = tmp_path / "tiny-bloom"
+    shutil.copytree(bloom, model)
+    run(model, data, tmp_path / "r", "--batch-size", "4")
+    shutil.rmtree(model)  # loading it now would fail: the refusal must come first
+    with pytest.raises(SystemExit) as e:
+        run(model, data, tmp_path / "r", "--batch-size", "4")
+    assert "a finished corpus run; pass --overwrite" in str(e.value)

@@ -398,3 +398,13 @@ def test_invalid_utf8_on_interactive_stdin_and_oom_with_one_prompt_are_one_line(
     code, err = run_here(eos_model_dir, data, tmp_path / "oom", "--batch-size", "1", capsys=capsys)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code != 0 and "out of memory with a batch of one" in errors[0] and "Traceback" not in err, err
+
+
+def test_a_finished_generation_run_is_refused_before_the_model_is_loaded(eos_model_dir, data_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(eos_model_dir, model)
+    results = tmp_path / "results"
+    assert run_here(model, data_dir, results, "--batch-size", "4", "--max-new-tokens", "3", capsys=capsys)[0] == 0
+    shutil.rmtree(model)  # loading it now would fail: the refusal must come first
+    code, err = run_here(model, data_dir, results, "--batch-size", "4", capsys=capsys)
+    assert code != 0 and "is a finished run; pass --overwrite" in err, err
