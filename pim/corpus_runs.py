@@ -68,8 +68,11 @@ class CorpusWriter:
 
     def open(self, info, first_line):
         """Start or resume at `first_line` (the shard's); returns whether it resumed."""
-        self._refuse_other_kind()
         old = read_manifest(self.final["manifest"])
+        if old is not None and old.get("kind") != KIND:  # never replaced by a corpus run, not even with --overwrite
+            raise RunRefused(f"{self.final['manifest']} is a generation run (make infer), not a corpus run: a corpus "
+                             "run never replaces it; give the corpus run another FILE (FILE=corpus-<lang>), or move "
+                             "that run away")
         if self.overwrite:
             self.paths = {k: self.staging / v.name for k, v in self.final.items()}
             staged = read_manifest(self.paths["manifest"])
@@ -102,13 +105,6 @@ class CorpusWriter:
         self.next_line = first_line
         self._commit_progress()
         return False
-
-    def _refuse_other_kind(self):
-        old = read_manifest(self.final["manifest"])
-        if old is not None and old.get("kind") != KIND:  # never replaced by a corpus run, not even with --overwrite
-            raise RunRefused(f"{self.final['manifest']} is a generation run (make infer), not a corpus run: a corpus "
-                             "run never replaces it; give the corpus run another FILE (FILE=corpus-<lang>), or move "
-                             "that run away")
 
     def _resume(self, old, info):
         path = self.paths["progress"]

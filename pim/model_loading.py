@@ -50,6 +50,7 @@ class Loaded:
     attach: str  # patch or hooks
     deactivate: dict | None  # {layer: [neuron ids]} switched off
     deactivate_info: dict | None  # what the manifest records about them (pim/deactivation.py)
+    identity: dict  # model_identity: the config, weights and GGUF hashes
     use_sys: bool = False  # generation runs: the prompts are wrapped in --sys-template (pim/generation_runs.py)
 
 
@@ -74,11 +75,11 @@ def load_model(options, positions=None, record=True):
     dtype = {"auto": torch.bfloat16 if gpu else torch.float32, "float32": torch.float32,
              "bfloat16": torch.bfloat16, "float16": torch.float16}[options.dtype]
     device_map, max_memory = placement(options, gpu)
-    off, info = None, None
+    identity, off, info = model_identity(source, config), None, None
     if options.deactivate:  # checked before the weights are loaded
         from pim.deactivation import DeactivationError, load_deactivation
         try:
-            off, info = load_deactivation(options.deactivate, config, identity=model_identity(source, config),
+            off, info = load_deactivation(options.deactivate, config, identity=identity,
                                           other_model=getattr(options, "deactivate_other_model", False))
         except DeactivationError as e:
             raise UserError(str(e)) from None
@@ -95,7 +96,7 @@ def load_model(options, positions=None, record=True):
         raise UserError(not_loadable(options.model, source, found, "tokenizer", e)) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Loaded(model, tokenizer, source, found, fmt, config, dtype, device_map, attach, off, info)
+    return Loaded(model, tokenizer, source, found, fmt, config, dtype, device_map, attach, off, info, identity)
 
 
 def resolve(model):
@@ -127,17 +128,10 @@ def model_settings(loaded, max_memory=None):
     """What a run's counts depend on about the model: a run resumes, and shards merge, only with all equal."""
     from transformers import activation_patch_info as patch
 
-    from pim.gguf_checkpoints import gguf_settings
-    from pim.weights_identity import weights_settings
-
-    config = loaded.config
-    return {"model_source": loaded.source, "revision": getattr(config, "_commit_hash", None),
-            "config_sha256": hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest(),
-            **weights_settings(loaded.source),
-            "dtype": str(loaded.dtype).removeprefix("torch."), "device_map": loaded.device_map,
+    return {"model_source": loaded.source, "revision": getattr(loaded.config, "_commit_hash", None),
+            **loaded.identity, "dtype": str(loaded.dtype).removeprefix("torch."), "device_map": loaded.device_map,
             "max_memory": max_memory, "transformers": patch.TRANSFORMERS_VERSION,
-            "patches_sha256": patch.PATCHES_SHA256, "deactivate": loaded.deactivate_info,
-            **gguf_settings(loaded.source)}
+            "patches_sha256": patch.PATCHES_SHA256, "deactivate": loaded.deactivate_info}
 
 
 def placement(options, gpu):

@@ -34,7 +34,6 @@ from pim.deactivation import DeactivationError, load_deactivation, read_neurons
 from pim.figures import save_figure
 from pim.models import run_model_name
 from pim.tables import csv_text, markdown_table, write_text
-from pim.model_loading import model_identity
 from pim.teacher_forcing import encode, left_padded, load, nll_sum, read_texts
 
 
@@ -122,7 +121,7 @@ def run(args):
     for lang in langs:  # every refusal before the first forward call
         try:
             offs[lang] = load_deactivation(f"{neurons}:{lang}", loaded.config, allow_empty=True,
-                                           identity=model_identity(loaded.source, loaded.config),
+                                           identity=loaded.identity,
                                            other_model=args.deactivate_other_model)[0]
             if not offs[lang]:
                 print(f"note: {lang} has no neurons in {neurons}: its row is the perplexity as is", file=sys.stderr)

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,26 @@ def command(model_dir, data_dir, results_dir, *extra):
 
 def infer(*args, **kwargs):
     return subprocess.run(command(*args, **kwargs), capture_output=True, text=True, timeout=600)
+
+
+@contextmanager
+def ctrl_c_after(cls, calls):
+    """`cls.__call__` (a run's step: pim.generation_runs.Generator, pim.corpus_counting.Counter) runs `calls`
+    times, then raises KeyboardInterrupt, as a Ctrl-C after that many committed batches; the block must end
+    with it."""
+    done = []
+    original = cls.__call__
+
+    def step(self, *args):
+        if len(done) == calls:
+            raise KeyboardInterrupt
+        done.append(1)
+        return original(self, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cls, "__call__", step)
+        with pytest.raises(KeyboardInterrupt):
+            yield
 
 
 def files(results_dir, model="tiny-bloom-eos", file="prompts"):

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ctrl_c_after
 from test_lape_workflow import ROOT, bloom, reference_counts  # noqa: F401 -- bloom is a fixture
 
 from pim.activation_files import read_index, unescape_newlines
@@ -178,24 +179,14 @@ def test_merge_refuses_missing_overlapping_and_foreign_shards(bloom, data, tmp_p
     assert res.returncode == 1 and "missing" in res.stderr
 
 
-def test_a_killed_shard_resumes_exactly(bloom, data, tmp_path, monkeypatch):
-    from pim import corpus_counting
+def test_a_killed_shard_resumes_exactly(bloom, data, tmp_path):
+    from pim.corpus_counting import Counter
 
     whole = tmp_path / "whole"
     run_shard(bloom, data, whole, "1/2")
-    calls = []
-
-    def killed(self, batch, _original=corpus_counting.Counter.__call__):
-        if len(calls) == 2:  # in the middle of the window of lines 12-14 (shard 1/2: windows 3-5 of 3 lines)
-            raise KeyboardInterrupt
-        calls.append(1)
-        return _original(self, batch)
-
     results = tmp_path / "killed"
-    with monkeypatch.context() as mp:
-        mp.setattr(corpus_counting.Counter, "__call__", killed)
-        with pytest.raises(KeyboardInterrupt):
-            run_shard(bloom, data, results, "1/2")
+    with ctrl_c_after(Counter, 2):  # in the middle of the window of lines 12-14 (shard 1/2: windows 3-5 of 3 lines)
+        run_shard(bloom, data, results, "1/2")
     progress = results / "shards" / "corpus-deu-progress-tiny-bloom-shard1of2.npz"
     assert progress.is_file()
     run_shard(bloom, data, results, "1/2")
@@ -217,25 +208,15 @@ def test_out_of_memory_halves_the_batches_and_one_text_is_a_one_line_error(bloom
     assert "out of memory with a batch of one" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_overwrite_keeps_the_old_run_until_the_new_one_is_finished(bloom, data, tmp_path, monkeypatch, expected):
-    from pim import corpus_counting
+def test_overwrite_keeps_the_old_run_until_the_new_one_is_finished(bloom, data, tmp_path, expected):
+    from pim.corpus_counting import Counter
 
     results = tmp_path / "r"
     run(bloom, data, results, "--batch-size", "3", "--max-length", "5")
     old_index = (results / NAME.format(kind="index", ext="jsonl")).read_bytes()
     old_manifest = manifest(results)
-    calls = []
-
-    def killed(self, batch, _original=corpus_counting.Counter.__call__):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return _original(self, batch)
-
-    with monkeypatch.context() as mp:
-        mp.setattr(corpus_counting.Counter, "__call__", killed)
-        with pytest.raises(KeyboardInterrupt):
-            run(bloom, data, results, "--batch-size", "3", "--overwrite")
+    with ctrl_c_after(Counter, 2):
+        run(bloom, data, results, "--batch-size", "3", "--overwrite")
     assert (results / NAME.format(kind="index", ext="jsonl")).read_bytes() == old_index
     assert manifest(results) == old_manifest
     with pytest.raises(SystemExit) as e:
@@ -246,9 +227,8 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_is_finished(bloom, data, 
     assert not any(p.name.startswith(".overwrite") for p in results.iterdir())
 
 
-def test_a_second_run_is_refused_by_the_lock_and_a_damaged_progress_file_in_one_line(bloom, data, tmp_path,
-                                                                                      monkeypatch):
-    from pim import corpus_counting
+def test_a_second_run_is_refused_by_the_lock_and_a_damaged_progress_file_in_one_line(bloom, data, tmp_path):
+    from pim.corpus_counting import Counter
 
     results = tmp_path / "r"
     results.mkdir()
@@ -256,18 +236,8 @@ def test_a_second_run_is_refused_by_the_lock_and_a_damaged_progress_file_in_one_
         with pytest.raises(SystemExit) as e:
             run(bloom, data, results)
     assert "being written by another process" in str(e.value)
-
-    def killed(self, batch, _original=corpus_counting.Counter.__call__):
-        monkeypatch.setattr(corpus_counting.Counter, "__call__", interrupt)
-        return _original(self, batch)
-
-    def interrupt(self, batch):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(corpus_counting.Counter, "__call__", killed)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_after(Counter, 1):
         run(bloom, data, results, "--batch-size", "2")
-    monkeypatch.undo()
     progress = results / NAME.format(kind="progress", ext="npz")
     progress.write_bytes(progress.read_bytes()[:40])  # truncated: a zip without its directory
     with pytest.raises(SystemExit) as e:

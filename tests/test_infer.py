@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import INPUT, MAX_NEW_TOKENS, ROOT, SCRIPT, command, files, infer
+from conftest import INPUT, MAX_NEW_TOKENS, ROOT, SCRIPT, command, ctrl_c_after, files, infer
 from hook_reference import HookReference
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -101,19 +101,8 @@ def test_resume_drops_a_half_written_batch(model_dir, data_dir, tmp_path):
 
     from pim import generation_runs
 
-    calls = []
-
-    def interrupted(self, prompts, seed, _original=generation_runs.Generator.__call__):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return _original(self, prompts, seed)
-
-    argv = command(model_dir, data_dir, results, "--batch-size", "4")[2:]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(generation_runs.Generator, "__call__", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            infer_activate.main(argv)
+    with ctrl_c_after(generation_runs.Generator, 1):
+        infer_activate.main(command(model_dir, data_dir, results, "--batch-size", "4")[2:])
     for kind in ("result-tiny-bloom-eos.txt", "ratio-tiny-bloom-eos.jsonl"):
         with open(results / f"prompts-{kind}", "a") as f:
             f.write("half a line of a batch that was never committed")

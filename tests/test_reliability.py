@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import INPUT, ROOT, command, files
+from conftest import INPUT, ROOT, command, ctrl_c_after, files
 
 from pim.activation_files import escape_newlines
 
@@ -61,18 +61,8 @@ def stopped_run(model_dir, folder, *extra):
     data = folder / "data"
     data.mkdir()
     (data / "prompts.txt").write_text("".join(escape_newlines(p) + "\n" for p in INPUT))
-    calls = []
-
-    def stop(self, ids, seed, _original=generation_runs.Generator.__call__):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return _original(self, ids, seed)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(generation_runs.Generator, "__call__", stop)
-        with pytest.raises(KeyboardInterrupt):
-            infer_activate.main(command(model_dir, data, folder / "results", "--batch-size", "4", *extra)[2:])
+    with ctrl_c_after(generation_runs.Generator, 1):
+        infer_activate.main(command(model_dir, data, folder / "results", "--batch-size", "4", *extra)[2:])
     return folder / "results", data
 
 
@@ -349,18 +339,8 @@ def test_overwrite_killed_after_its_first_commit_keeps_the_old_run_and_resumes(e
     assert run_here(eos_model_dir, data_dir, results, "--batch-size", "4", "--max-new-tokens", "5",
                     capsys=capsys)[0] == 0
     before = snapshot(results)
-    calls = []
-
-    def stop(self, ids, seed, _original=generation_runs.Generator.__call__):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return _original(self, ids, seed)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(generation_runs.Generator, "__call__", stop)
-        with pytest.raises(KeyboardInterrupt):
-            run_here(eos_model_dir, data_dir, results, "--batch-size", "4", "--overwrite", capsys=capsys)
+    with ctrl_c_after(generation_runs.Generator, 1):
+        run_here(eos_model_dir, data_dir, results, "--batch-size", "4", "--overwrite", capsys=capsys)
     assert {k: v for k, v in snapshot(results).items() if not k.startswith(".")} == before
     code, err = run_here(eos_model_dir, data_dir, results, "--batch-size", "4", capsys=capsys)
     assert code != 0 and "give --overwrite again to resume" in err
