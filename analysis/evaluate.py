@@ -3,7 +3,7 @@
 Translation (a condition with a target language, e.g. wmt22-deu2eng): BLEU and chrF with sacrebleu
 against references from --ref, or for WMT22/WMT21 from sacrebleu's own test sets (fetched once when
 the network answers). Classification (xnli, rte, boolq): the label parsed from the generated text
-(pim/scoring.py), accuracy, per-class counts, the share unparsed; gold labels from --ref or the release.
+(pim/eval/scoring.py), accuracy, per-class counts, the share unparsed; gold labels from --ref or the release.
 
 Inputs: <results>/<FILE>-result-<MODEL>.txt (one continuation per input line), and LLaMA-Factory's
 generated_predictions.jsonl (--predictions), whose "label" field is the reference when no --ref is given.
@@ -18,9 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pim import evaluation
 from pim.activation_files import FormatError, write_atomic
-from pim.evaluation import EvalError
+from pim.eval import evaluation
+from pim.eval.evaluation import EvalError
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 RESULTS_DIR = "results"  # where make infer writes <FILE>-result-<MODEL>.txt and the ratio files

@@ -6,7 +6,7 @@ A layer has far more neurons than the image has pixels (BLOOM-176B: 57,344), so 
 binned to the plot's width in pixels and each column shows the mean count of its bin (or the
 largest: --agg max); the caption says how many neurons a bin holds. The colour scale is the paper's,
 linear from the smallest count shown to the largest; --from-zero starts it at 0, --log makes it
-logarithmic. Written headless as PNG (the drawing: pim/heatmap.py).
+logarithmic. Written headless as PNG (the drawing: pim/stats/heatmap.py).
 
     python analysis/heatmap.py --files results/wmt22-deu2eng-index-bloom-7b1.jsonl
     python analysis/heatmap.py --files 'results/*-index-bloom-7b1.jsonl' --log
@@ -15,14 +15,14 @@ from tqdm import tqdm
 
 from pim import cli
 from pim.activation_files import read_index
-from pim.heatmap import AGG, CMAP, DPI, FROM_ZERO, HEIGHT, LOG, WIDTH, draw, plot_width, title_of
-from pim.run_checks import check_run
-from pim.runs import run_of
+from pim.runs.checks import check_run
+from pim.runs.names import run_of
+from pim.stats.heatmap import AGG, CMAP, DPI, FROM_ZERO, HEIGHT, LOG, WIDTH, draw, plot_width, title_of
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 FILES = ["results/*-index-*.jsonl"]  # index files or glob patterns; one figure each
 OUT_DIR = "results/figures"  # where <FILE>-heatmap-<MODEL>.png goes
-# the image's size, colour map and scale: the defaults of pim/heatmap.py
+# the image's size, colour map and scale: the defaults of pim/stats/heatmap.py
 # -----------------------------------------------------------------------------
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pim import cli, lape
+from pim import cli
 from pim.activation_files import read_index
-from pim.corpus_runs import read_corpus_run
 from pim.figures import line_colours, save_figure
-from pim.runs import run_paths
+from pim.runs.corpus_files import read_corpus_run
+from pim.runs.names import run_paths
+from pim.stats import lape
 from pim.tables import csv_text, markdown_table, write_text
 
 # ----------------------------------------------------------------------------- defaults (flags override)
@@ -49,7 +50,7 @@ def find_languages(results_dir, model, prefix):
 # what must be equal in the corpus runs of all languages (their manifests' settings)
 SAME_SETTINGS = ("model_source", "revision", "config_sha256", "weights_sha256", "gguf_sha256", "dtype", "max_length",
                  "positions", "deactivate")
-IDENTITY = ("config_sha256", "weights_sha256", "gguf_sha256")  # the model a neuron file is for (pim/deactivation.py)
+IDENTITY = ("config_sha256", "weights_sha256", "gguf_sha256")  # the model a neuron file is for (pim/models/deactivation.py)
 
 
 def select_neurons(results_dir, model, langs, prefix, top_rate, filter_quantile, bar_quantile):

@@ -12,16 +12,16 @@ from tqdm import tqdm
 
 from pim import cli
 from pim.activation_files import read_index
-from pim.peaks import DPI, HEIGHT, WIDTH, draw, peaks, summary_lines
-from pim.run_checks import check_comparable, check_run
-from pim.runs import labels, run_of
+from pim.runs.checks import check_comparable, check_run
+from pim.runs.names import labels, run_of
+from pim.stats.peaks import DPI, HEIGHT, WIDTH, draw, peaks, summary_lines
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 FILES = ["results/*-index-*.jsonl"]  # index files or glob patterns: one line each
 SELECT_PROPORTION = 0.2  # keep the top 20% of all neurons of a model (the paper's select_proportion)
 OUT_DIR = "results/figures"  # where the PNG goes
 NAME = None  # the PNG's name; None: <FILE>-peak-<MODEL> of the first file, "-and-N-more" if several
-# the image's size: the defaults of pim/peaks.py
+# the image's size: the defaults of pim/stats/peaks.py
 # -----------------------------------------------------------------------------
 
 

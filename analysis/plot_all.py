@@ -2,7 +2,7 @@
 
 Per run (results/<FILE>-index-<MODEL>.jsonl, with its <FILE>-ratio-<MODEL>.jsonl):
   figures/<FILE>-heatmap-<MODEL>.png, figures/<FILE>-peak-<MODEL>.png, tables/<FILE>-ratio-<MODEL>.{csv,md}
-Per test set and model with two conditions or more (direct, PiM-1, PiM-3, ...; pim/conditions.py):
+Per test set and model with two conditions or more (direct, PiM-1, PiM-3, ...; pim/data/conditions.py):
   tables/compare-<test set>-<MODEL>.md, the report (compare_conditions.py), with its .csv and figures,
   and tables/compare-<test set>-<MODEL>-ratio.{csv,md}, the ratio tables side by side.
 With --files (make plots FILES="a b c") only those FILE names are drawn, and they are compared with
@@ -17,15 +17,15 @@ from tqdm import tqdm
 
 from pim import cli
 from pim.activation_files import FormatError
-from pim.comparison import report
-from pim.corpus_runs import is_corpus_run
-from pim.heatmap import draw as draw_heatmap
-from pim.heatmap import title_of
-from pim.neuron_stats import load
-from pim.peaks import draw as draw_peaks
-from pim.peaks import peaks
-from pim.ratio_table import write_tables
-from pim.runs import comparison_groups, find_runs, labels
+from pim.runs.corpus_files import is_corpus_run
+from pim.runs.names import comparison_groups, find_runs, finished_runs, labels
+from pim.stats.comparison import report
+from pim.stats.heatmap import draw as draw_heatmap
+from pim.stats.heatmap import title_of
+from pim.stats.neuron_stats import load
+from pim.stats.peaks import draw as draw_peaks
+from pim.stats.peaks import peaks
+from pim.stats.ratio_table import write_tables
 from pim.tables import percent, text_table
 
 # ----------------------------------------------------------------------------- defaults (flags override)
@@ -43,7 +43,7 @@ def plot_all(results_dir, files=(), models=(), proportion=SELECT_PROPORTION, top
     results = Path(results_dir)
     if not results.is_dir():
         raise cli.UserError(f"{results}/ does not exist: run `make infer` (or `make demo`) first")
-    runs = cli.finished_runs(results, files, models)
+    runs = finished_runs(results, files, models)
     corpus = [r for r in runs if is_corpus_run(r)]  # corpus statistics (make corpus): LAPE's, not these analyses'
     if corpus:
         tqdm.write(f"skipped {len(corpus)} corpus runs (make lape reads them): " + ", ".join(r.file for r in corpus))

@@ -14,11 +14,11 @@ from tqdm import tqdm
 
 from pim import cli
 from pim.activation_files import read_ratio
-from pim.neuron_stats import summarize
-from pim.run_checks import check_comparable, check_run
-from pim.ratio_table import write_tables
-from pim.runs import labels as run_labels
-from pim.runs import run_of
+from pim.runs.checks import check_comparable, check_run
+from pim.runs.names import labels as run_labels
+from pim.runs.names import run_of
+from pim.stats.neuron_stats import summarize
+from pim.stats.ratio_table import write_tables
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 FILES = ["results/*-ratio-*.jsonl"]  # ratio files or glob patterns; several: compared with the first

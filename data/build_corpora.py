@@ -5,15 +5,15 @@
 
 Every distinct text the release has in the language (WMT sources and GPT-4 translations, XNLI premises,
 hypotheses and their translations), one per line, newlines stored as \\n; failed translations left out
-(pim/corpora.py says exactly which files feed which corpus).
+(pim/data/corpora.py says exactly which files feed which corpus).
 """
 import argparse
 import sys
 from pathlib import Path
 
-from pim.builders import RELEASE, ROOT
-from pim.corpora import LANGUAGES, TASKS, CorpusOptions, build_corpora
-from pim.testsets import DataError
+from pim.data.builders import RELEASE, ROOT
+from pim.data.corpora import LANGUAGES, TASKS, CorpusOptions, build_corpora
+from pim.data.testsets import DataError
 
 OUT = ROOT / "data"  # where corpus-<lang>.txt go
 

@@ -8,19 +8,19 @@
 One sentence per line in every file, UTF-8, line i of each translation = line i of the source (the
 files must have the same number of lines). The aux order is the order of the PiM prompt lines.
 Languages are 3-letter codes (deu eng spa rus fra zho jpn ces ita isl have names; give others with
---names kor=Korean). The templates are the paper's WMT v8 (pim/prompts.py).
+--names kor=Korean). The templates are the paper's WMT v8 (pim/data/prompts.py).
 """
 import argparse
 import re
 import sys
 from pathlib import Path
 
-from pim import testsets
-from pim.builders import POLICY_HELP, ROOT, BuildOptions, build
-from pim.testsets import DataError
+from pim.data import testsets
+from pim.data.builders import POLICY_HELP, ROOT, BuildOptions, build
+from pim.data.testsets import DataError
 
 OUT = ROOT / "data"  # where the <condition>.txt files go
-TASK = "own"  # the file name prefix (the "task" of pim/conditions.py): own-deu2eng.txt, ...
+TASK = "own"  # the file name prefix (the "task" of pim/data/conditions.py): own-deu2eng.txt, ...
 PIM_SIZES = "1,3,6"  # PiM-k for these k (the first k aux languages); PiM with all aux languages is always built
 FAILED = testsets.POLICIES[0]  # lines holding 'Request failed!!!' / '###over length!!!': drop-language, keep, drop-item
 

@@ -5,7 +5,7 @@
     python data/build_prompts.py --list                         # every condition, and why some cannot be built
     python data/build_prompts.py --only wmt22-GPT4-deu_spa2eng --failed keep
 
-One prompt per line, newlines stored as the two characters \\n, names from pim/conditions.py
+One prompt per line, newlines stored as the two characters \\n, names from pim/data/conditions.py
 (wmt22-deu2eng, wmt22-deu2eng-pivot_spa, wmt22-GPT4-deu_spa_rus_fra2eng, xnli-GPT4-deu_spa_rus_fra, ...).
 Line i of every file of a test set is item i of the test set, except with --failed drop-item.
 """
@@ -13,12 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from pim import testsets
-from pim.builders import ROOT, BuildOptions, add_release_flags, build, list_conditions, task_list
-from pim.testsets import DataError
+from pim.data import testsets
+from pim.data.builders import ROOT, BuildOptions, add_release_flags, build, list_conditions, task_list
+from pim.data.testsets import DataError
 
 OUT = ROOT / "data"  # where the <condition>.txt files go
-# which conditions (--release, --flores, --failed, --tasks, --shots): the defaults of pim/builders.py
+# which conditions (--release, --flores, --failed, --tasks, --shots): the defaults of pim/data/builders.py
 
 
 def parse_args(argv=None):

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pim import languages, testsets
 from pim.activation_files import unescape_newlines, write_atomic
-from pim.builders import ROOT, BuildOptions, add_release_flags, prepare, task_list
-from pim.testsets import DataError
+from pim.data import languages, testsets
+from pim.data.builders import ROOT, BuildOptions, add_release_flags, prepare, task_list
+from pim.data.testsets import DataError
 
 OUT = ROOT / "data" / "llamafactory"  # LLaMA-Factory dataset_dir (ignored by git)
-# which conditions (--release, --flores, --failed, --tasks, --shots): the defaults of pim/builders.py
+# which conditions (--release, --flores, --failed, --tasks, --shots): the defaults of pim/data/builders.py
 REFERENCES = None  # folder with generaltest2022.<s>-<t>.ref.A.<t>, newstest2021.is-en.ref.A.en (searched recursively)
 COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
 

@@ -1,6 +1,6 @@
 """The files of a run, read and written in one place (formats of the paper's scripts; docs/formats.md).
 
-Their names (pim/runs.py: run_paths writes them, split_name reads them):
+Their names (pim/runs/names.py: run_paths writes them, split_name reads them):
 
     <FILE>-result-<MODEL>.txt     one line per prompt: the continuation, newlines escaped as the 2 chars \\n
     <FILE>-ratio-<MODEL>.jsonl    one row per counted step: {"0": [eq_zero, le_zero], "1": ...}

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pim.activation_files import FormatError
-from pim.runs import condition_order, find_runs, missing_names
 
 
 class UserError(Exception):
@@ -30,7 +29,7 @@ def user_errors(program):
 
 
 def fail(message):
-    """Exit with status 1 and the message; a process started by pim.launch leaves it for the launcher,
+    """Exit with status 1 and the message; a process started by pim.runs.launch leaves it for the launcher,
     which prints each distinct message of its processes once."""
     folder, rank = os.environ.get("PIM_RANK_ERRORS"), os.environ.get("RANK")
     if folder and rank is not None and os.path.isdir(folder):
@@ -93,16 +92,3 @@ def expand(patterns, what):
             if path not in found:
                 found.append(path)
     return [Path(p) for p in found]
-
-
-def finished_runs(results_dir, files=(), models=()):
-    """The finished runs in results_dir (those with an index file), sorted by model, then test set and
-    condition, or in the order of `files` where given; restricted to the FILE and MODEL names given.
-    A name without a run is an error."""
-    runs = find_runs(results_dir, "index", files, models)
-    for what, missing in missing_names(runs, files, models):
-        raise UserError(f"no finished run of {what} {', '.join(missing)} in {results_dir}/ (no "
-                        f"{results_dir}/<FILE>-index-<MODEL>.jsonl; run `make infer FILE=.. MODEL=..` first)")
-    if files:  # in the order given: the first is the reference of the comparison
-        return sorted(runs, key=lambda r: (r.model, list(files).index(r.file)))
-    return sorted(runs, key=lambda r: (r.model, condition_order(r)))

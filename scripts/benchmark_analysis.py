@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pim.activation_files import index_line, ratio_lines, write_atomic
-from pim.runs import run_paths
+from pim.runs.names import run_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from pim.activation_files import unescape_newlines
-from pim.architectures import tiny_types
-from pim.tiny_models import build_tiny_model
+from pim.models.architectures import tiny_types
+from pim.models.tiny import build_tiny_model
 
 ARCHS = ["bloom", "qwen2"]  # one model per architecture: models/tiny-<arch>
 OUT_DIR = "models"  # where the model folders go
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", default=ARCHS, choices=tiny_types(),
-                   help="architectures (pim/architectures.py)")
+                   help="architectures (pim/models/architectures.py)")
     p.add_argument("--out-dir", default=OUT_DIR, help="folder for models/tiny-<arch>")
     p.add_argument("--train-files", nargs="+", default=TRAIN_FILES, help="prompt files to train the tokenizer on")
     p.add_argument("--seed", type=int, default=SEED, help="seed of the random init")

@@ -8,16 +8,16 @@
 
 The tensors are dequantized to float32 by transformers' GGUF loader: the activations recorded are those of
 the quantized model, not of the checkpoint it was quantized from. A SentencePiece vocabulary (Gemma,
-Llama-2) gets an exact tokenizer built from the file's pieces and scores (pim/gguf_tokenizer.py); other
+Llama-2) gets an exact tokenizer built from the file's pieces and scores (pim/models/gguf_tokenizer.py); other
 vocabularies use transformers' own GGUF tokenizer. models/<NAME>/gguf.json records the source's sha256,
 its quantization types and the versions that converted it.
 """
-import argparse
 import shutil
 import sys
 from pathlib import Path
 
-from pim.gguf_checkpoints import GGUFError, convert_gguf
+from pim.models.converter_cli import converter_parser, output_folder
+from pim.models.gguf import GGUFError, convert_gguf
 
 SRC = None  # the .gguf file
 NAME = None  # the output goes to <OUT_DIR>/<NAME>/; default: the file's name without .gguf
@@ -26,18 +26,12 @@ OVERWRITE = False  # replace an existing <OUT_DIR>/<NAME>/
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--src", default=SRC, required=SRC is None, help="the .gguf file")
-    p.add_argument("--name", default=NAME, help="output folder name under --out-dir (default: the file's stem)")
-    p.add_argument("--out-dir", default=OUT_DIR, help=f"where the model folder goes (default {OUT_DIR})")
-    p.add_argument("--overwrite", default=OVERWRITE, action=argparse.BooleanOptionalAction,
-                   help="replace an existing output folder (after the new one is complete)")
+    p = converter_parser(__doc__, SRC, NAME, OUT_DIR, OVERWRITE, "the .gguf file", "the file's name without .gguf")
     args = p.parse_args(argv)
     src = Path(args.src).expanduser()
-    name = args.name or (src.name[:-len(".gguf")] if src.name.endswith(".gguf") else src.name)
-    if not name or "/" in name or name.startswith("."):
-        p.error(f"--name {name!r}: a plain folder name, e.g. gemma-3-270m")
-    dest = Path(args.out_dir) / name
+    dest = output_folder(p, args, src.name[:-len(".gguf")] if src.name.endswith(".gguf") else src.name,
+                         "gemma-3-270m")
+    name = dest.name
     if dest.exists() and not args.overwrite:
         sys.exit(f"error: {dest} exists already: pass --overwrite to replace it, or another --name")
     staged = dest.parent / f".{dest.name}.new" if dest.exists() else dest

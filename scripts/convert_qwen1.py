@@ -6,16 +6,16 @@
     make infer FILE=wmt22-deu2eng MODEL=qwen-7b
 
 Qwen v1's remote code does not run on transformers 5.x; its weights map exactly onto Qwen2ForCausalLM,
-which the patched transformers records (pim/qwen1.py says how). Shard by shard: memory stays at about two
+which the patched transformers records (pim/models/qwen1.py says how). Shard by shard: memory stays at about two
 shards. The output is exact up to the model's seq_length (prompt + new tokens; inference refuses more when
 use_logn_attn / use_dynamic_ntk are on). Writes config.json (with a `qwen1` block), generation_config.json,
 tokenizer.json, the converted shards with their index, and conversion.json (source sha256s and flags).
 """
-import argparse
 import sys
 from pathlib import Path
 
-from pim.qwen1 import ConversionError, convert
+from pim.models.converter_cli import converter_parser, output_folder
+from pim.models.qwen1 import ConversionError, convert
 
 SRC = None  # the downloaded Qwen v1 folder (config.json, qwen.tiktoken, model-*.safetensors + index json)
 NAME = None  # the output goes to <OUT_DIR>/<NAME>/; default: the source folder's name, lowercased
@@ -23,20 +23,12 @@ OUT_DIR = "models"  # where converted models go (make infer MODEL=<NAME> looks t
 OVERWRITE = False  # replace an existing <OUT_DIR>/<NAME>/
 
 
-
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--src", default=SRC, required=SRC is None, help="downloaded Qwen v1 folder")
-    p.add_argument("--name", default=NAME, help="output folder name under --out-dir (default: the source's name)")
-    p.add_argument("--out-dir", default=OUT_DIR, help=f"where the model folder goes (default {OUT_DIR})")
-    p.add_argument("--overwrite", default=OVERWRITE, action=argparse.BooleanOptionalAction,
-                   help="replace an existing output folder")
+    p = converter_parser(__doc__, SRC, NAME, OUT_DIR, OVERWRITE, "downloaded Qwen v1 folder",
+                         "the source folder's name, lowercased")
     args = p.parse_args(argv)
     src = Path(args.src).expanduser()
-    name = args.name or src.resolve().name.lower()
-    if not name or "/" in name or name.startswith("."):
-        p.error(f"--name {name!r}: a plain folder name, e.g. qwen-7b")
-    dest = Path(args.out_dir) / name
+    dest = output_folder(p, args, src.resolve().name.lower(), "qwen-7b")
     from tqdm import tqdm
 
     try:

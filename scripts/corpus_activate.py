@@ -3,7 +3,7 @@
     make corpus FILE=corpus-fra MODEL=bloom-7b1
     python scripts/corpus_activate.py --file corpus-deu corpus-fra --model tiny-bloom --max-length 256
     python scripts/corpus_activate.py --file culturax-deu --model llama-3.1-70b --max-tokens 100000000
-    python -m pim.launch --multi_gpu --num_processes 8 scripts/corpus_activate.py --file corpus-deu --model qwen2.5-7b
+    python -m pim.runs.launch --multi_gpu --num_processes 8 scripts/corpus_activate.py --file corpus-deu --model qwen2.5-7b
     python scripts/corpus_activate.py --file corpus-deu --model bloom-7b1 --shard 3/16   # then merge_results.py
 
 Each line of data/<FILE>.txt (or .txt.gz, .jsonl, .jsonl.gz: a JSON line's "text" field) is one text; it is
@@ -36,12 +36,12 @@ MAX_MEMORY = None  # with a device map: memory per device, e.g. "0=70GiB,1=70GiB
 OFFLOAD_FOLDER = "offload"  # where layers mapped to "disk" are kept
 SHARD = None  # "i/n": only the i-th of n contiguous parts of the lines (separate jobs; merge_results.py)
 ATTACH = "auto"  # how the recorder attaches: patch, hooks, auto (patch where there is one)
-DEACTIVATE = None  # FILE.json[:LANG]: switch off these language-specific neurons (pim/deactivation.py)
+DEACTIVATE = None  # FILE.json[:LANG]: switch off these language-specific neurons (pim/models/deactivation.py)
 OVERWRITE = False  # redo a finished run (the old one stays until the new one is finished)
 
 from pim import cli
-from pim.run_engine import add_run_flags
-from pim.run_writer import RunRefused
+from pim.runs.engine import add_run_flags
+from pim.runs.writer import RunRefused
 
 
 def build_parser():
@@ -74,7 +74,7 @@ def build_parser():
 @cli.user_errors("corpus_activate.py")
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from pim.corpus_counting import run_corpora
+    from pim.runs.corpus import run_corpora
 
     try:
         run_corpora(args)

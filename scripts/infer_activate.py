@@ -13,7 +13,7 @@ import argparse
 import sys
 
 # Defaults; every one has a flag of the same name (--help).
-MODEL = "tiny-bloom"  # a folder models/<MODEL>/, an alias (pim/models.py, README), or a hub id or path
+MODEL = "tiny-bloom"  # a folder models/<MODEL>/, an alias (pim/models/names.py, README), or a hub id or path
 FILE = "sample-deu2eng"  # reads <DATA_DIR>/<FILE>.txt: one prompt per line, a literal \n is a newline
 DATA_DIR = "data"  # where <FILE>.txt lives
 RESULTS_DIR = "results"  # where the run's files go
@@ -21,7 +21,7 @@ SYS_PROMPT = "auto"  # wrap each prompt in SYS_TEMPLATE: on, off, or auto (on fo
 SYS_TEMPLATE = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                 "<|custom|><|im_end|>\n<|im_start|>assistant\n")  # the paper's; <|custom|> is the prompt
 CHAT_TEMPLATE = None  # use the tokenizer's own chat template instead of SYS_TEMPLATE; None: for the aliases
-# of instruct models other than Qwen's (pim/architectures.py)
+# of instruct models other than Qwen's (pim/models/architectures.py)
 INTERACTIVE = False  # read prompts from standard input and print each continuation
 MAX_NEW_TOKENS = 100  # tokens generated per prompt at most
 BATCH_SIZE = 8  # prompts per generate call, left-padded
@@ -40,12 +40,12 @@ SORT_WINDOW = 8  # with SORT: sort within windows of SORT_WINDOW batches of prom
 TRUNCATE = False  # cut prompts longer than the model's maximum length from the left (keeping the end,
 # where a PiM prompt's "English:" cue is); else such a prompt is an error
 ATTACH = "auto"  # how the recorder attaches: patch, hooks (any dense causal LM), auto (patch where there is one)
-DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons off (pim/deactivation.py); MODEL gets -off-<LANG>
+DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons off (pim/models/deactivation.py); MODEL gets -off-<LANG>
 
 from pim import cli
-from pim.models import model_names
-from pim.run_engine import add_run_flags
-from pim.run_writer import RunRefused
+from pim.models.names import model_names
+from pim.runs.engine import add_run_flags
+from pim.runs.writer import RunRefused
 
 
 def parse_args(argv=None):
@@ -89,7 +89,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from pim.generation_runs import run
+    from pim.runs.generation import run
 
     try:
         run(args)

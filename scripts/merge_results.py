@@ -14,8 +14,8 @@ import argparse
 import shlex
 import sys
 
-from pim.run_writer import RunRefused
-from pim.shards import merge_shards
+from pim.runs.merge import merge_shards
+from pim.runs.writer import RunRefused
 
 RESULTS_DIR = "results"  # where the merged files go; shards are read from its shards/ folder
 OVERWRITE = False  # replace a finished merged run

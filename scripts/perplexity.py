@@ -7,7 +7,7 @@
 For every evaluated language E (data/<PREFIX><E>.txt, teacher-forced, texts cut to --max-length tokens,
 left-padded batches) the perplexity exp(mean token NLL over the non-pad positions; each text's first
 token is not scored), once without deactivation and once per deactivated language D with D's neurons
-of the language-neurons file set to 0 at the recorded site (pim/deactivation.py). Writes
+of the language-neurons file set to 0 at the recorded site (pim/models/deactivation.py). Writes
   results/tables/<MODEL>-perplexity.{csv,md}   every (deactivated, evaluated) pair: tokens, perplexity, change
   results/figures/<MODEL>-perplexity.png       the language x language matrix of the change in perplexity
                                                (rows: deactivated language, columns: evaluated language)
@@ -30,11 +30,11 @@ DTYPE = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
 WIDTH, HEIGHT, DPI = 900, 800, 100  # the figure, in pixels
 
 from pim import cli
-from pim.deactivation import DeactivationError, load_deactivation, read_neurons
 from pim.figures import save_figure
-from pim.models import run_model_name
+from pim.models.deactivation import DeactivationError, load_deactivation, read_neurons
+from pim.models.names import run_model_name
+from pim.runs.teacher_forcing import encode, left_padded, load, nll_sum, read_texts
 from pim.tables import csv_text, markdown_table, write_text
-from pim.teacher_forcing import encode, left_padded, load, nll_sum, read_texts
 
 
 def build_parser():

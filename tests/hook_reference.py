@@ -6,7 +6,7 @@ anything the recorder computes.
 """
 import torch
 
-from pim.architectures import by_type
+from pim.models.architectures import by_type
 
 
 def decoder_layers(model, site):

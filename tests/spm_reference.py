@@ -1,5 +1,5 @@
 """An independent reference of SentencePiece-BPE encoding as llama.cpp's SPM tokenizer does it, written from a
-GGUF's tokens, scores and token types alone (plain Python; shares no code with pim/gguf_tokenizer.py):
+GGUF's tokens, scores and token types alone (plain Python; shares no code with pim/models/gguf_tokenizer.py):
 
 1. user-defined pieces (type 4) are cut out of the raw text first, longest match left to right;
 2. each other fragment: " " -> "▁" ("▁" in front when add_space_prefix);

@@ -19,13 +19,12 @@ import plot_all  # noqa: E402
 import ratio_analysis  # noqa: E402
 
 from pim import cli as common  # noqa: E402  (UserError, finished_runs: what analysis/common.py held)
-from pim import heatmap as heatmap_layout  # noqa: E402
-from pim import peaks as peak_stats  # noqa: E402
-from pim import ratio_table  # noqa: E402
-from pim import runs as pim_runs  # noqa: E402
-from pim.neuron_stats import Summary  # noqa: E402
-
 from pim.activation_files import index_line, ratio_lines  # noqa: E402
+from pim.runs import names as pim_runs  # noqa: E402
+from pim.stats import heatmap as heatmap_layout  # noqa: E402
+from pim.stats import peaks as peak_stats  # noqa: E402
+from pim.stats import ratio_table  # noqa: E402
+from pim.stats.neuron_stats import Summary  # noqa: E402
 
 
 def png_size(path):
@@ -151,18 +150,18 @@ def test_find_runs_orders_groups_and_labels(tmp_path):
         for model in ("m-1", "m-2"):
             write_run(results, file, model, [[1, 2]])
     (results / "w-deu2eng-ratio-m-3.jsonl").write_text("")  # unfinished: no index file
-    runs = common.finished_runs(results)
+    runs = pim_runs.finished_runs(results)
     assert [(r.file, r.model) for r in runs[:5]] == [("w-deu2eng", "m-1"), ("w-GPT4-deu_spa2eng", "m-1"),
                                                      ("w-GPT4-deu_spa_rus_fra2eng", "m-1"), ("x-fra2eng", "m-1"),
                                                      ("myrun", "m-1")]
     groups = pim_runs.comparison_groups(runs)
     assert list(groups) == [("w-deu2eng", "m-1"), ("w-deu2eng", "m-2")]  # x and myrun have nothing to compare
     assert pim_runs.labels(groups[("w-deu2eng", "m-1")]) == ["direct", "PiM-1", "PiM-3"]
-    named = common.finished_runs(results, ["x-fra2eng", "w-deu2eng"], ["m-2"])
+    named = pim_runs.finished_runs(results, ["x-fra2eng", "w-deu2eng"], ["m-2"])
     assert [r.file for r in named] == ["x-fra2eng", "w-deu2eng"]  # the order given
     assert list(pim_runs.comparison_groups(named, together=True)) == [("x-fra2eng-and-1-more", "m-2")]
     with pytest.raises(common.UserError, match="no finished run of FILE w-deu2eng-5shot"):
-        common.finished_runs(results, ["w-deu2eng-5shot"])
+        pim_runs.finished_runs(results, ["w-deu2eng-5shot"])
     same = [pim_runs.Run("w-GPT4-deu_spa2eng", "m"), pim_runs.Run("w-GPT4-deu_fra2eng", "m")]
     assert pim_runs.labels(same) == ["PiM-1 (spa)", "PiM-1 (fra)"]
 

@@ -18,8 +18,8 @@ from conftest import ROOT
 
 from pim import activation_files
 from pim.activation_files import index_line, ratio_lines
-from pim.neuron_stats import binned_means
-from pim.peaks import peaks
+from pim.stats.neuron_stats import binned_means
+from pim.stats.peaks import peaks
 
 sys.path.insert(0, str(ROOT / "analysis"))
 import compare_conditions  # noqa: E402

@@ -6,8 +6,16 @@ import pytest
 
 from pim import activation_files
 from pim.activation_files import FormatError, index_line, ratio_lines, read_index, read_ratio
-from pim.neuron_stats import (binned_means, concentration, layer_means, suppressed_share, top_count, top_ids,
-                              top_neurons, top_overlap)
+from pim.stats.neuron_stats import (
+    binned_means,
+    concentration,
+    layer_means,
+    suppressed_share,
+    top_count,
+    top_ids,
+    top_neurons,
+    top_overlap,
+)
 
 
 def write(tmp_path, text, name="f.jsonl"):

@@ -267,3 +267,11 @@ def test_corpus_refusals(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # before a model is loaded
         benchmark.main(["--corpus", "--corpus-data-dir", str(tmp_path), "--corpus-model", "no-such-model"])
     assert "corpus-ces.txt: no such file" in str(e.value) and "make data" in str(e.value)
+
+
+def test_the_default_is_quick_and_full_is_the_protocol():
+    """make bench (no flags) times fewer pairs; --full the protocol of docs/performance.md; --reps wins over both."""
+    quick, full = benchmark.parse_args([]), benchmark.parse_args(["--full"])
+    assert (quick.reps, quick.deactivate_reps) == (3, 1)
+    assert (full.reps, full.deactivate_reps) == (9, 3)
+    assert benchmark.parse_args(["--full", "--reps", "2"]).reps == 2

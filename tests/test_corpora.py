@@ -1,11 +1,11 @@
-"""The per-language corpora (pim/corpora.py) on the real release, against counts taken from its files directly."""
+"""The per-language corpora (pim/data/corpora.py) on the real release, against counts taken from its files directly."""
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from pim.corpora import CorpusOptions, build_corpora
+from pim.data.corpora import CorpusOptions, build_corpora
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT.parent / "shared" / "data" / "pim-release"
@@ -84,5 +84,5 @@ def test_the_command_line(tmp_path):
 
 
 def test_options_choose_the_languages():
-    from pim.corpora import texts_by_language
+    from pim.data.corpora import texts_by_language
     assert list(texts_by_language(RELEASE, CorpusOptions(("ces",), ("wmt",)))) == ["ces"]

@@ -17,7 +17,7 @@ from conftest import ctrl_c_after
 from test_lape_workflow import ROOT, bloom, reference_counts  # noqa: F401 -- bloom is a fixture
 
 from pim.activation_files import read_index, unescape_newlines
-from pim.run_lock import RunLock
+from pim.runs.lock import RunLock
 
 MAX_LENGTH = 9
 LINES = ["Das Wetter ist heute schön und die Kinder spielen im Park.", "Hallo", "", "   ",
@@ -146,7 +146,7 @@ def test_shards_and_two_processes_merge_to_one_plain_run(bloom, data, tmp_path, 
     assert (m["kind"], m["status"], m["tokens"], m["lines"], m["cut_lines"], m["empty_lines"]) == \
         ("corpus", "finished", plain["tokens"], plain["lines"], plain["cut_lines"], plain["empty_lines"])
     assert [s["line_range"] for s in m["shards"]] == [[0, 6], [6, 12], [12, 17]]  # whole windows of 3 lines
-    launch = [sys.executable, "-m", "pim.launch", "--multi_gpu", "--num_processes", "2",
+    launch = [sys.executable, "-m", "pim.runs.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               str(ROOT / "scripts" / "corpus_activate.py"), "--model", str(bloom), "--file", "corpus-deu",
               "--data-dir", str(data), "--results-dir", str(tmp_path / "nproc"), "--max-length", str(MAX_LENGTH),
@@ -180,7 +180,7 @@ def test_merge_refuses_missing_overlapping_and_foreign_shards(bloom, data, tmp_p
 
 
 def test_a_killed_shard_resumes_exactly(bloom, data, tmp_path):
-    from pim.corpus_counting import Counter
+    from pim.runs.corpus import Counter
 
     whole = tmp_path / "whole"
     run_shard(bloom, data, whole, "1/2")
@@ -209,7 +209,7 @@ def test_out_of_memory_halves_the_batches_and_one_text_is_a_one_line_error(bloom
 
 
 def test_overwrite_keeps_the_old_run_until_the_new_one_is_finished(bloom, data, tmp_path, expected):
-    from pim.corpus_counting import Counter
+    from pim.runs.corpus import Counter
 
     results = tmp_path / "r"
     run(bloom, data, results, "--batch-size", "3", "--max-length", "5")
@@ -228,7 +228,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_is_finished(bloom, data, 
 
 
 def test_a_second_run_is_refused_by_the_lock_and_a_damaged_progress_file_in_one_line(bloom, data, tmp_path):
-    from pim.corpus_counting import Counter
+    from pim.runs.corpus import Counter
 
     results = tmp_path / "r"
     results.mkdir()
@@ -268,7 +268,7 @@ def test_a_user_error_under_two_processes_is_one_line(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "x-index-y.txt").write_text("Hallo\n")
-    res = subprocess.run([sys.executable, "-m", "pim.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+    res = subprocess.run([sys.executable, "-m", "pim.runs.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
                           "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                           str(ROOT / "scripts" / "corpus_activate.py"), "--file", "x-index-y", "--data-dir", str(data),
                           "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=600)

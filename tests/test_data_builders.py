@@ -1,4 +1,4 @@
-"""data/*.py and pim/prompts.py on a made-up release written here in the release's layout.
+"""data/*.py and pim/data/prompts.py on a made-up release written here in the release's layout.
 
 Expected strings are written out by hand from the data specification (templates of section 3,
 layout of section 2), not produced by the code under test.
@@ -6,8 +6,8 @@ layout of section 2), not produced by the code under test.
 import hashlib
 import json
 import os
-import re
 import random
+import re
 import subprocess
 import sys
 import tarfile
@@ -24,9 +24,9 @@ import build_prompts  # noqa: E402
 import export_llamafactory  # noqa: E402
 import fetch_release  # noqa: E402
 
-from pim import prompts  # noqa: E402
 from pim.activation_files import escape_newlines  # noqa: E402
-from pim.conditions import parse_condition  # noqa: E402
+from pim.data import prompts  # noqa: E402
+from pim.data.conditions import parse_condition  # noqa: E402
 
 # --- the made-up release -----------------------------------------------------------------------------
 

@@ -113,7 +113,7 @@ def test_make_data_from_a_local_archive(tmp_path):
     res = make_data(archive, out)
     assert res.returncode == 0, res.stderr + res.stdout
     assert len([p for p in out.glob("*.txt") if not p.name.startswith("corpus-")]) == 83
-    assert len(list(out.glob("corpus-*.txt"))) == 8 and "Built 8 corpora" in res.stdout  # pim/corpora.py
+    assert len(list(out.glob("corpus-*.txt"))) == 8 and "Built 8 corpora" in res.stdout  # pim/data/corpora.py
     assert (out / f"{PIM6}.txt").read_text(encoding="utf-8").split("\n")[0] == SPEC_PIM6
     assert (out / "llamafactory" / "dataset_info.json").is_file() and (out / "llamafactory" / f"{PIM6}.json").is_file()
     assert "Built 83 prompt files" in res.stdout and "70 few-shot files" in res.stdout

@@ -12,7 +12,7 @@ import pytest
 import sacrebleu
 from conftest import ROOT
 
-from pim import evaluation
+from pim.eval import evaluation
 
 FIX = ROOT / "tests" / "fixtures" / "eval"
 RES = FIX / "results"

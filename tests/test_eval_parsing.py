@@ -1,7 +1,7 @@
-"""Labels parsed from generated text (pim/scoring.py): each case the evaluation must read right."""
+"""Labels parsed from generated text (pim/eval/scoring.py): each case the evaluation must read right."""
 import pytest
 
-from pim.scoring import accuracy, bleu_tokenizer, first_line, parse_gold, parse_label
+from pim.eval.scoring import accuracy, bleu_tokenizer, first_line, parse_gold, parse_label
 
 
 @pytest.mark.parametrize("text, label", [

@@ -1,4 +1,4 @@
-"""The tiny models put exact zeros at the site (pim/tiny_models.py), so == 0, <= 0 and > 0 are all exercised."""
+"""The tiny models put exact zeros at the site (pim/models/tiny.py), so == 0, <= 0 and > 0 are all exercised."""
 import pytest
 import torch
 from conftest import ARCHS, HOOK_ARCHS, PROMPTS
@@ -6,7 +6,7 @@ from hook_reference import HookReference
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.activation_recorder import start_recording
 
-from pim.tiny_models import ZERO_EVERY
+from pim.models.tiny import ZERO_EVERY
 
 NEW_TOKENS = 4
 

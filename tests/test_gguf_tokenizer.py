@@ -1,4 +1,4 @@
-"""The SentencePiece tokenizer built from a GGUF (pim/gguf_tokenizer.py) against an independent reference
+"""The SentencePiece tokenizer built from a GGUF (pim/models/gguf_tokenizer.py) against an independent reference
 (tests/spm_reference.py), on Gemma-3-270M's GGUF (fixture `gemma_gguf`, tests/conftest.py).
 
 The tokenizer under test is the one AutoTokenizer loads back from save_pretrained's folder (beside a
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from spm_reference import SpmReference
 
-from pim.gguf_tokenizer import TokenizerFields, read_tokenizer_fields, spm_tokenizer_from_gguf
+from pim.models.gguf_tokenizer import TokenizerFields, read_tokenizer_fields, spm_tokenizer_from_gguf
 
 RELEASE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pim-release"
 BOS, EOS, UNK, PAD = 2, 1, 3, 0
@@ -90,7 +90,7 @@ def saved_folder(built, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tok(saved_folder):
-    """The tokenizer under test: as AutoTokenizer loads it back (with padding_side="left", as pim/models.py)."""
+    """The tokenizer under test: as AutoTokenizer loads it back (with padding_side="left", as pim/models/names.py)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(saved_folder, padding_side="left")
@@ -299,7 +299,7 @@ def test_transformers_own_gguf_tokenizer_differs(gemma_gguf, reference):
     """transformers 5.17 loads Gemma-3's GGUF tokenizer as a Unigram model over the file's BPE scores: it splits
     pieces of the vocabulary (`▁nach` -> `▁n`, `ach`) and adds no BOS. A plain assertion, not an xfail (which
     would also pass on any error): if it fails, upstream changed, maybe fixed; compare it with
-    pim/gguf_tokenizer.py on the data above before loading GGUF tokenizers with it. Slow: transformers reads
+    pim/models/gguf_tokenizer.py on the data above before loading GGUF tokenizers with it. Slow: transformers reads
     the GGUF twice (config, tokenizer), about 25 s."""
     from transformers import AutoTokenizer
 

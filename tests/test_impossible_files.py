@@ -13,6 +13,7 @@ from conftest import ROOT, infer
 def two_runs(tiny_model_dirs, tmp_path_factory):
     """A finished run of the tiny BLOOM and one of the tiny Qwen2 (another MLP width) on the same prompts."""
     from conftest import INPUT
+
     from pim.activation_files import escape_newlines
 
     base = tmp_path_factory.mktemp("impossible")

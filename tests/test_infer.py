@@ -99,7 +99,7 @@ def test_resume_drops_a_half_written_batch(model_dir, data_dir, tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import infer_activate
 
-    from pim import generation_runs
+    from pim.runs import generation as generation_runs
 
     with ctrl_c_after(generation_runs.Generator, 1):
         infer_activate.main(command(model_dir, data_dir, results, "--batch-size", "4")[2:])

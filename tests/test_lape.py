@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pim.lape import activation_probabilities, lape, quantile_value, select
+from pim.stats.lape import activation_probabilities, lape, quantile_value, select
 
 # 2 layers x 3 neurons, 10 counted tokens per language.
 COUNTS = {"deu": [[10, 5, 0], [2, 0, 9]], "fra": [[0, 5, 0], [2, 8, 1]]}

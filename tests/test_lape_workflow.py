@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pim.activation_files import index_line, ratio_lines, read_index
-from pim.deactivation import DeactivationError, load_deactivation, run_suffix, split_spec
-from pim.runs import write_manifest
+from pim.models.deactivation import DeactivationError, load_deactivation, run_suffix, split_spec
+from pim.runs.names import write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -25,7 +25,8 @@ MAX_LENGTH = 9
 @pytest.fixture(scope="module")
 def bloom(tmp_path_factory):
     from conftest import CORPUS
-    from pim.tiny_models import build_tiny_model
+
+    from pim.models.tiny import build_tiny_model
     return build_tiny_model("bloom", tmp_path_factory.mktemp("lape") / "tiny-bloom", CORPUS, seed=3)
 
 
@@ -262,7 +263,8 @@ def test_a_neuron_file_of_another_model_of_the_same_shape_is_refused_unless_aske
     """Issue 19 #6: the neurons of one tiny BLOOM switched off in another of the same config (other seed)."""
     import language_neurons
     from conftest import CORPUS
-    from pim.tiny_models import build_tiny_model
+
+    from pim.models.tiny import build_tiny_model
 
     results = tmp_path / "results"
     for file in ("corpus-deu", "corpus-fra"):

@@ -1,4 +1,4 @@
-"""Merging shards (pim/shards.py) without a model: shards written by RunWriter from made-up batches,
+"""Merging shards (pim/runs/shards.py) without a model: shards written by RunWriter from made-up batches,
 merged, against the files of one writer fed the same prompts (results and ratio rows in input order,
 index counts summed). Fast; tests/test_scale.py does the same end to end with inference."""
 import json
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from pim.activation_files import index_line, ratio_lines, read_index
-from pim.run_writer import RunRefused, RunWriter
-from pim.shards import merge_shards, shard_dir, shard_model_name, shard_range
+from pim.runs.merge import merge_shards
+from pim.runs.shards import shard_dir, shard_model_name, shard_range
+from pim.runs.writer import RunRefused, RunWriter
 
 PROMPTS, LAYERS, WIDTH = 11, 2, 5
 

@@ -8,7 +8,7 @@ from conftest import PROMPTS
 from hook_reference import HookReference
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pim.run_writer import RunWriter
+from pim.runs.writer import RunWriter
 
 NEW_TOKENS = 5
 

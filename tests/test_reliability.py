@@ -19,7 +19,8 @@ from pim.activation_files import escape_newlines
 sys.path.insert(0, str(ROOT / "scripts"))
 import infer_activate  # noqa: E402
 
-from pim import generation_runs, model_loading  # noqa: E402
+from pim.models import loading as model_loading  # noqa: E402
+from pim.runs import generation as generation_runs
 
 MODEL = "tiny-bloom-eos"
 
@@ -215,7 +216,7 @@ def test_overwrite_that_fails_in_its_first_batch_keeps_the_old_run(eos_model_dir
 
 # --- 10, 11: disk full; interactive EOF; CR line ends ---
 def test_a_full_disk_is_one_line_and_the_run_resumes(eos_model_dir, data_dir, tmp_path, whole, capsys, monkeypatch):
-    import pim.run_writer
+    import pim.runs.writer
 
     results = tmp_path / "results"
     calls = []
@@ -227,7 +228,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(eos_model_dir, data_dir, tm
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "results/x")
         return _original(fd)
     with monkeypatch.context() as mp:
-        mp.setattr(pim.run_writer.os, "fsync", full)
+        mp.setattr(pim.runs.writer.os, "fsync", full)
         code, err = run_here(eos_model_dir, data_dir, results, "--batch-size", "4", "--no-sort", capsys=capsys)
     assert code != 0 and "No space left on device" in err and "Traceback" not in err, err
     code, err = run_here(eos_model_dir, data_dir, results, "--batch-size", "4", capsys=capsys)

@@ -1,4 +1,4 @@
-"""pim/run_checks.py: a run's files checked against each other and its manifest, by merge, analyses and eval;
+"""pim/runs/checks.py: a run's files checked against each other and its manifest, by merge, analyses and eval;
 and the user mistakes of issue 14 as one-line errors that touch no file."""
 import hashlib
 import json
@@ -10,9 +10,9 @@ import pytest
 from conftest import ROOT
 
 from pim.activation_files import index_line, ratio_lines
-from pim.run_checks import RunMismatch, check_run, count_lines, scan_index, scan_ratio
-from pim.runs import run_of, run_paths
-from pim.shards import shard_dir, shard_model_name, shard_range
+from pim.runs.checks import RunMismatch, check_run, count_lines, scan_index, scan_ratio
+from pim.runs.names import run_of, run_paths
+from pim.runs.shards import shard_dir, shard_model_name, shard_range
 
 LAYERS, WIDTH = 4, 8
 
@@ -132,8 +132,8 @@ def test_merge_refuses_shards_that_disagree_with_their_manifests(tmp_path, damag
 
 
 def test_merge_leaves_nothing_behind_when_writing_fails(tmp_path, monkeypatch):
-    from pim import shards as shards_module
-    from pim.run_writer import RunRefused
+    from pim.runs import merge as shards_module
+    from pim.runs.writer import RunRefused
 
     results = tmp_path / "results"
     write_shards(results)
@@ -206,7 +206,7 @@ def test_a_5_layer_run_is_not_compared_with_4_layer_runs(tmp_path):
 
 
 def test_a_file_named_with_index_goes_through_make_plots(tmp_path):
-    """Defect 11: FILE holding -index- (pim/runs.py's rule) drawn by plot_all, with and without a manifest."""
+    """Defect 11: FILE holding -index- (pim/runs/names.py's rule) drawn by plot_all, with and without a manifest."""
     results = tmp_path / "results"
     write_run(results, "notes-index-v2", "m")
     write_run(results, "a-index-b", "m", manifest=False)

@@ -1,4 +1,4 @@
-"""pim/runs.py: the names of a run's files, written by run_paths and parsed by split_name, on hostile names."""
+"""pim/runs/names.py: the names of a run's files, written by run_paths and parsed by split_name, on hostile names."""
 import itertools
 import json
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pim.runs import KINDS, Run, find_runs, name_problem, run_of, run_paths, split_name
+from pim.runs.names import KINDS, Run, find_runs, name_problem, run_of, run_paths, split_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,8 +126,8 @@ def test_the_projects_own_names_pass():
     files = [p.stem for p in (ROOT / "data").glob("*.txt")] + demo["DEMO_FILES"] + [
         f"{prefix}corpus-{lang}" for prefix in ("", "sample-") for lang in demo["DEMO_LANGS"] + ["zho", "jpn", "ces"]]
     files += ["interactive", "prompts", "wmt22-deu2eng-5shot", "wmt22-deu2eng-0shot-v8", "corpus-xyz"]
-    from pim.architectures import tiny_types
-    from pim.models import model_names
+    from pim.models.architectures import tiny_types
+    from pim.models.names import model_names
 
     models = model_names() + demo["DEMO_MODELS"] + demo["DEMO_TINY_MODELS"] + tiny_types() + [
         "tiny-bloom-eos", "tiny-bloom-plain", "tiny-bloom-off-deu", "qwen-7b-chat-off-all", "bloom-7b1-shard0of2"]

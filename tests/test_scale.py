@@ -17,7 +17,7 @@ import pytest
 from conftest import INPUT, MAX_NEW_TOKENS, ROOT, command, files, infer
 
 from pim.activation_files import escape_newlines
-from pim.shards import shard_range
+from pim.runs.shards import shard_range
 
 MERGE = [sys.executable, str(ROOT / "scripts" / "merge_results.py"), "--file", "prompts", "--model", "tiny-bloom-eos"]
 N_PROMPTS = 12  # 2 shards: [0, 6), [6, 12); 3 shards: [0, 4), [4, 8), [8, 12)

@@ -1,4 +1,4 @@
-"""pim/weights_identity.py: the weights' sha256 in a run's settings (issue 19, #2: resume across changed weights).
+"""pim/models/weights.py: the weights' sha256 in a run's settings (issue 19, #2: resume across changed weights).
 
 The reference digest is written out here from the rule of the module's docstring: sha256 of the compact JSON
 list [[name, size, sha256 of the file], ...] sorted by name, over the top-level weight files.
@@ -10,8 +10,8 @@ import os
 import pytest
 from conftest import CORPUS
 
-from pim import weights_identity
-from pim.weights_identity import CACHE, weights_settings
+from pim.models import weights as weights_identity
+from pim.models.weights import CACHE, weights_settings
 
 OLD = 1_600_000_000 * 10**9  # an mtime long past (ns): the files are settled, so their hashes are cached
 
@@ -72,7 +72,7 @@ def test_the_hash_is_over_the_weight_files_only(fake_model):
 
 
 def test_rebuilt_weights_with_the_same_config_change_the_hash(tmp_path):
-    from pim.tiny_models import build_tiny_model
+    from pim.models.tiny import build_tiny_model
 
     folder = build_tiny_model("bloom", tmp_path / "tiny-bloom", CORPUS, seed=1)
     settle(folder)
