@@ -10,14 +10,15 @@ The tensors are dequantized to float32 by transformers' GGUF loader: the activat
 the quantized model, not of the checkpoint it was quantized from. A SentencePiece vocabulary (Gemma,
 Llama-2) gets an exact tokenizer built from the file's pieces and scores (pim/models/gguf_tokenizer.py); other
 vocabularies use transformers' own GGUF tokenizer. models/<NAME>/gguf.json records the source's sha256,
-its quantization types and the versions that converted it.
+its quantization types and the versions that converted it. Two conversions into one folder at once: the
+second is refused (models/.<NAME>.lock).
 """
-import shutil
 import sys
 from pathlib import Path
 
 from pim.models.converter_cli import converter_parser, output_folder
 from pim.models.gguf import GGUFError, convert_gguf
+from pim.models.staging import FolderBusy, folder_lock
 
 SRC = None  # the .gguf file
 NAME = None  # the output goes to <OUT_DIR>/<NAME>/; default: the file's name without .gguf
@@ -31,23 +32,16 @@ def main(argv=None):
     src = Path(args.src).expanduser()
     dest = output_folder(p, args, src.name[:-len(".gguf")] if src.name.endswith(".gguf") else src.name,
                          "gemma-3-270m")
-    name = dest.name
-    if dest.exists() and not args.overwrite:
-        sys.exit(f"error: {dest} exists already: pass --overwrite to replace it, or another --name")
-    staged = dest.parent / f".{dest.name}.new" if dest.exists() else dest
-    if staged != dest:
-        shutil.rmtree(staged, ignore_errors=True)  # left by an interrupted --overwrite
     try:
-        convert_gguf(src, staged, log=lambda text: print(text, file=sys.stderr))
-    except GGUFError as e:
+        with folder_lock(dest, wait=False):  # a second conversion into the same folder is refused
+            if dest.exists() and not args.overwrite:
+                sys.exit(f"error: {dest} exists already: pass --overwrite to replace it, or another --name")
+            convert_gguf(src, dest, overwrite=args.overwrite, log=lambda text: print(text, file=sys.stderr))
+    except (GGUFError, FolderBusy) as e:
         sys.exit(f"error: {e}")
-    if staged != dest:  # the old folder goes only once the new one is complete
-        old = dest.parent / f".{dest.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-        staged.rename(dest)
-        shutil.rmtree(old)
-    print(f"wrote {dest} (float32, dequantized from {src.name}); use it as MODEL={name}")
+    except OSError as e:  # an --out-dir that cannot be written
+        sys.exit(f"error: {e.filename or dest}: {e.strerror or e}")
+    print(f"wrote {dest} (float32, dequantized from {src.name}); use it as MODEL={dest.name}")
 
 
 if __name__ == "__main__":

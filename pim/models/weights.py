@@ -9,12 +9,18 @@ Hashing a 100 GB model takes minutes, so each file's sha256 is kept in `<folder>
 `{name: {"size", "mtime_ns", "sha256"}}`, and reused only while the file's size and mtime_ns are unchanged.
 A file modified in the 2 s before it is hashed is not cached (its mtime could survive a rewrite). The cache
 is written atomically; a folder that cannot be written is hashed every time.
+
+`source_sha256` does the same for a GGUF file outside the folder converted from it, keyed also on the
+file's inode and ctime (docs/gguf.md). `weights_problem` says in one line what the loading info of a
+from_pretrained says is wrong; `load_report_held` keeps transformers' LOAD REPORT table from printing above it.
 """
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -82,17 +88,52 @@ def read_cache(folder):
 
 def write_cache(folder, entries):
     """Write the cache atomically (a temporary file, then os.replace); nothing where the folder is read-only."""
-    text = json.dumps(dict(sorted(entries.items())), indent=1, ensure_ascii=False) + "\n"
+    write_json_quietly(Path(folder) / CACHE, dict(sorted(entries.items())))
+
+
+def write_json_quietly(path, data):
+    """Write a cache file atomically; nothing (and no temporary left) where it cannot be written."""
+    path = Path(path)
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=CACHE + ".", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from the folder's other users
-        os.replace(tmp, Path(folder) / CACHE)
+        os.replace(tmp, path)
     except OSError:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def source_sha256(path, cache_file):
+    """The sha256 of the file `path` (a GGUF source outside the model folder), kept in `cache_file` with the
+    file's identity: resolved path, device, inode, size, mtime_ns and ctime_ns. The cached value is used only
+    while all six are unchanged; ctime cannot be set by a user (a file copied, moved or rewritten into the
+    place gets a new one), so another file in the same place is hashed again."""
+    path = Path(path)
+    before, started = path.stat(), time.time_ns()
+    key = file_identity(path, before)
+    try:
+        said = json.loads(Path(cache_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        said = None
+    if isinstance(said, dict) and said.get("identity") == key and isinstance(said.get("sha256"), str):
+        return said["sha256"]
+    with tqdm(total=before.st_size, unit="B", unit_scale=True, desc=f"sha256 of {path.name}",
+              disable=before.st_size <= PROGRESS_BYTES) as bar:
+        digest = sha256_file(path, progress=bar.update)
+    if file_identity(path) == key and before.st_ctime_ns < started - SETTLED_NS:
+        write_json_quietly(cache_file, {"identity": key, "sha256": digest})
+    return digest
+
+
+def file_identity(path, st=None):
+    """[resolved path, device, inode, size, mtime_ns, ctime_ns] of a file: what changes when another file takes
+    its place or it is written to."""
+    st = st or Path(path).stat()
+    return [str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def weights_problem(info, source, shown=4):
@@ -111,3 +152,30 @@ def weights_problem(info, source, shown=4):
     return (f"the weights in {source} do not fit its config: tensors {'; '.join(problems)}; transformers would fill "
             "missing tensors with random numbers. Check that config.json and the weight files belong together "
             "(a changed num_hidden_layers? an incomplete download or conversion?)")
+
+
+@contextmanager
+def load_report_held():
+    """Hold back transformers' LOAD REPORT (a table it logs as a warning when weights do not fit their config)
+    during a from_pretrained whose loading info is checked by `weights_problem`. Yields a function: call it
+    when the load is not refused, and the report is logged as transformers would have; a refusal is one line."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    held = []
+
+    def hold(record):
+        if "LOAD REPORT" in str(record.msg):
+            held.append(record)
+            return False
+        return True
+
+    def release():
+        logger.removeFilter(hold)
+        for record in held:
+            logger.handle(record)
+        held.clear()
+
+    logger.addFilter(hold)
+    try:
+        yield release
+    finally:
+        logger.removeFilter(hold)
