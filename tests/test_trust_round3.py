@@ -6,7 +6,6 @@ transformers) or with numbers written out by hand; the Makefile with what a stub
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -445,14 +444,12 @@ def test_a_cr_only_corpus_is_read_in_blocks_with_its_lines_counted(tmp_path, mon
     import pim.runs.corpus_input as corpus_input
 
     reads = []
-    real = corpus_input._raw_lines
-
     lines = [f"Satz {i} " + "x" * (i % 7) for i in range(40)]
     raw = "".join(line + ("\r\n" if i % 5 == 0 else "\r") for i, line in enumerate(lines)).encode()
     path = tmp_path / "c.txt"
     path.write_bytes(raw)
     monkeypatch.setattr(corpus_input, "READ_BLOCK", 16)
-    got = list(real(path, sink=lambda done, hashing: reads.append(done)))
+    got = list(corpus_input._raw_lines(path, sink=lambda done, hashing: reads.append(done)))
     assert [line for _, line in got] == lines and [n for n, _ in got] == list(range(40))
     assert len(reads) > 10
     assert corpus_input.scan(path, bar=False).lines == 40
