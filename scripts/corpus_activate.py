@@ -29,7 +29,7 @@ MAX_LENGTH = 512  # tokens per text at most (special tokens included); longer te
 MAX_TOKENS = None  # stop once this many tokens are counted (file order); None: the whole file
 BATCH_SIZE = 8  # texts per forward call, left-padded; halved after an out-of-memory error
 SORT = True  # batch the texts of a window longest first (less padding); the counts are those of file order
-SORT_WINDOW = 4096  # lines per window: sorted together, read and tokenized together
+SORT_WINDOW = 4096  # lines per window: sorted together, read and tokenized together (a setting of the run)
 DTYPE = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
 DEVICE_MAP = "auto"  # auto: on GPUs spread the layers over them; none; balanced; sequential; or a JSON map/file
 MAX_MEMORY = None  # with a device map: memory per device, e.g. "0=70GiB,1=70GiB,cpu=200GiB"
@@ -65,7 +65,8 @@ def build_parser():
                    help="batch the texts of a window longest first (--no-sort: file order); the same counts up to "
                         "float rounding (docs/measures.md)")
     p.add_argument("--sort-window", type=cli.positive_int, default=SORT_WINDOW,
-                   help=f"lines read, tokenized and sorted together; shards are whole windows (default {SORT_WINDOW})")
+                   help=f"lines read, tokenized and sorted together; shards are whole windows; a setting: a run "
+                        f"resumes only with the window it was started with (default {SORT_WINDOW})")
     add_run_flags(p, dtype=DTYPE, device_map=DEVICE_MAP, max_memory=MAX_MEMORY, offload_folder=OFFLOAD_FOLDER,
                   shard=SHARD, attach=ATTACH, deactivate=DEACTIVATE, overwrite=OVERWRITE)
     return p

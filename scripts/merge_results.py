@@ -14,6 +14,7 @@ import argparse
 import shlex
 import sys
 
+from pim.runs.lock import RunLock
 from pim.runs.merge import merge_shards
 from pim.runs.writer import RunRefused
 
@@ -32,8 +33,9 @@ def main(argv=None):
                    help="replace a finished merged run")
     args = p.parse_args(argv)
     try:
-        paths = merge_shards(args.results_dir, args.file, args.model, args.manifests, args.overwrite,
-                             command=shlex.join([sys.executable] + sys.argv))
+        with RunLock(args.results_dir, args.file, args.model):  # one merge at a time; it clears a killed one's temporaries
+            paths = merge_shards(args.results_dir, args.file, args.model, args.manifests, args.overwrite,
+                                 command=shlex.join([sys.executable] + sys.argv))
     except RunRefused as e:
         sys.exit(f"error: {e}")
     print("merged: " + ", ".join(str(paths[k]) for k in ("result", "ratio", "index", "manifest") if k in paths))

@@ -107,13 +107,15 @@ def run(args):
     from tqdm import tqdm
     from transformers.activation_recorder import start_recording
 
+    cli.given_once(args.langs, "--langs")
     name = run_model_name(args.model)
     results = Path(args.results_dir)
     neurons = Path(args.neurons or results / "neurons" / f"{name}-language-neurons.json")
     try:
-        langs = args.langs or list(read_neurons(neurons)["neurons"])
+        found = list(read_neurons(neurons)["neurons"])  # the file is checked before a model loads
     except DeactivationError as e:
         raise cli.UserError(str(e)) from None
+    langs = args.langs or found
     texts = {lang: read_texts(Path(args.data_dir) / f"{args.prefix}{lang}.txt")[:args.max_lines] for lang in langs}
     loaded = load(args.model, args.dtype, record=False)
     model, tokenizer = loaded.model, loaded.tokenizer

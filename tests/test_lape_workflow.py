@@ -143,6 +143,7 @@ def test_deactivation_loader_and_its_refusals(bloom, tmp_path):
 
 # --- LAPE on synthetic corpus runs: the example of tests/test_lape.py, worked out by hand ---
 COUNTS = {"deu": [[10, 5, 0], [2, 0, 9]], "fra": [[0, 5, 0], [2, 8, 1]]}  # 10 tokens each
+TINY = ("--min-tokens", "1")  # these corpora have tens of tokens, below make lape's minimum (not tested here)
 
 
 def synthetic_runs(results):
@@ -161,7 +162,7 @@ def test_lape_script_by_hand(tmp_path):
     results = tmp_path / "results"
     synthetic_runs(results)
     language_neurons.main(["--results-dir", str(results), "--model", "m", "--top-rate", "0.5", "--filter-quantile",
-                           "0.5", "--bar-quantile", "0.75", "--direct", "direct", "--pim", "pim"])
+                           "0.5", "--bar-quantile", "0.75", "--direct", "direct", "--pim", "pim", *TINY])
     data = json.loads((results / "neurons" / "m-language-neurons.json").read_text())
     assert data["languages"] == ["deu", "fra"] and data["tokens"] == {"deu": 10, "fra": 10}
     assert data["neurons"] == {"deu": [[0, 0], [1, 2]], "fra": [[1, 1]]}
@@ -187,7 +188,7 @@ def test_lape_script_refuses_a_generation_run_and_too_few_languages(tmp_path):
         language_neurons.main(["--results-dir", str(results), "--model", "m", "--langs", "deu"])
     write_manifest(results / "corpus-fra-manifest-m.json", {"status": "finished", "file": "corpus-fra", "model": "m"})
     with pytest.raises(SystemExit, match="is not a corpus run"):
-        language_neurons.main(["--results-dir", str(results), "--model", "m"])
+        language_neurons.main(["--results-dir", str(results), "--model", "m", *TINY])
 
 
 # --- perplexity ---
@@ -252,10 +253,10 @@ def test_lape_refuses_corpus_runs_made_with_different_settings(bloom, data, tmp_
     corpus(bloom, data, results, "--file", "corpus-fra", "--max-length", "4")
     with pytest.raises(SystemExit, match="made with different settings \\(corpus-deu: max_length 9; corpus-fra: "
                                          "max_length 4\\)"):
-        language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5"])
+        language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5", *TINY])
     assert not (results / "neurons").exists()
     corpus(bloom, data, results, "--file", "corpus-fra", "--overwrite")
-    language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5"])
+    language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5", *TINY])
     assert (results / "neurons" / f"{bloom.name}-language-neurons.json").is_file()
 
 
@@ -269,7 +270,7 @@ def test_a_neuron_file_of_another_model_of_the_same_shape_is_refused_unless_aske
     results = tmp_path / "results"
     for file in ("corpus-deu", "corpus-fra"):
         corpus(bloom, data, results, "--file", file)
-    language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5"])
+    language_neurons.main(["--results-dir", str(results), "--model", bloom.name, "--top-rate", "0.5", *TINY])
     neurons = results / "neurons" / f"{bloom.name}-language-neurons.json"
     assert set(json.loads(neurons.read_text())["model_identity"]) == {"config_sha256", "weights_sha256"}
     other = build_tiny_model("bloom", tmp_path / "other" / "tiny-bloom", CORPUS, seed=4)

@@ -123,11 +123,15 @@ def read_predictions(spec):
     for number, line in enumerate(read_lines(path, "predictions"), 1):
         try:
             row = json.loads(line)
-            outputs.append(str(row["predict"]))
+            predict = row["predict"]
             labels.append(None if row.get("label") is None else str(row["label"]))
         except (json.JSONDecodeError, KeyError, TypeError):
             raise EvalError(f"{path}:{number}: expected a JSON object with a \"predict\" field "
                             "(LLaMA-Factory's generated_predictions.jsonl)") from None
+        if not isinstance(predict, str):  # null would be scored as the text "None"
+            raise EvalError(f"{path}:{number}: \"predict\" is {json.dumps(predict)}, not a text: the model's output "
+                            "is missing; generate the predictions again, or remove the line and its reference")
+        outputs.append(predict)
     return Scored(file, model, path=path, outputs=outputs,
                   labels=labels if all(x is not None for x in labels) else None)
 

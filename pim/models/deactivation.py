@@ -49,7 +49,26 @@ def read_neurons(path):
         raise DeactivationError(f"{path}: not JSON ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("neurons"), dict):
         raise DeactivationError(f"{path}: not a language-neurons file (no \"neurons\": {{language: [[layer, neuron], ...]}})")
+    for lang, pairs in data["neurons"].items():
+        problem = _pairs_problem(pairs)
+        if problem:
+            raise DeactivationError(f"{path}: language {lang!r}: {problem}; write the file again with `make lape`")
+    for key, want in (("layers", "a whole number"), ("width", "a whole number"), ("model_identity", "an object")):
+        value = data.get(key)
+        if key in data and not (isinstance(value, dict) if key == "model_identity" else type(value) is int):
+            raise DeactivationError(f"{path}: \"{key}\" is {json.dumps(value)}, not {want}; write the file again "
+                                    "with `make lape`")
     return data
+
+
+def _pairs_problem(pairs):
+    """What is wrong with one language's entry of a neuron file, or None."""
+    if not isinstance(pairs, list):
+        return f"{json.dumps(pairs)} is not a list of [layer, neuron] pairs"
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair)):
+            return f"its entry {json.dumps(pair)} is not a pair [layer, neuron] of whole numbers"
+    return None
 
 
 def load_deactivation(spec, config, allow_empty=False, identity=None, other_model=False):
@@ -84,10 +103,7 @@ def load_deactivation(spec, config, allow_empty=False, identity=None, other_mode
                                 "nothing would be switched off")
     off = {}
     for name in [lang] if lang else list(neurons):
-        for pair in neurons[name]:
-            if not (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair)):
-                raise DeactivationError(f"{path}: {name}: {pair!r} is not a pair [layer, neuron]")
-            layer, neuron = pair
+        for layer, neuron in neurons[name]:  # pairs of whole numbers (read_neurons)
             if not 0 <= layer < layers:
                 raise DeactivationError(f"{path}: {name}: layer {layer} does not exist (the model has {layers} layers)")
             if not 0 <= neuron < width:

@@ -25,6 +25,7 @@ from pim.runs.engine import (
     check_split,
     halving_batches,
     injected_oom,
+    kept_shard,
     launched,
     merge_ranks,
     process_shard,
@@ -45,16 +46,20 @@ def run_corpora(args):
     scans = {file: scan(find_corpus(args.data_dir, file)) for file in args.file}  # every input checked first
     state = launched()
     shard = process_shard(args.shard, state)
+    todo = []  # the files this process counts (under a launch, a rank's finished shard is kept)
     for file in args.file:
         refuse_finished_merge(state, args.results_dir, file, name, args.overwrite)
         if shard:
             check_split(args.results_dir, file, name, shard, args.overwrite, state, done_key="lines_done")
         folder, model = (shard_dir(args.results_dir), shard_model_name(name, *shard)) if shard else \
             (args.results_dir, name)
-        refuse_finished(folder, file, model, args.overwrite, kind="corpus")
-    loaded = load_model(args, positions="all")
+        if not kept_shard(state, folder, file, model, args.overwrite, kind="corpus"):
+            refuse_finished(folder, file, model, args.overwrite, kind="corpus")
+            todo.append(file)
+    loaded = load_model(args, positions="all") if todo else None
     for file in args.file:
-        count_file(args, loaded, name, file, scans[file], shard)
+        if file in todo:
+            count_file(args, loaded, name, file, scans[file], shard)
         if state:
             merge_ranks(state, args.results_dir, file, name, lambda: merge_corpus_shards(
                 args.results_dir, file, name, overwrite=args.overwrite, command=command()), shard[1])
@@ -106,7 +111,9 @@ def run_facts(args, loaded, file, found, shard, plan):
     import torch
 
     settings = {**model_settings(loaded, args.max_memory), "positions": "all", "max_length": args.max_length,
-                "input": str(found.path), "input_sha256": found.sha256, "max_tokens": args.max_tokens}
+                "input": str(found.path), "input_sha256": found.sha256, "max_tokens": args.max_tokens,
+                # the lines of a window are committed in any order: a resume skips them by its window
+                "sort_window": args.sort_window}
     info = {"model": run_model_name(args.model) + run_suffix(args.deactivate), "model_argument": args.model,
             "file": file, "dtype": settings["dtype"], "max_length": args.max_length,
             "deactivated": loaded.deactivate_info, "batch_size": args.batch_size, "sorted": args.sort,

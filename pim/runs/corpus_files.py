@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from pim.activation_files import index_line, read_index, write_atomic
+from pim.activation_files import index_line, read_index, remove_stale_temps, write_atomic, writing_temp
 from pim.cli import UserError
 from pim.runs.names import read_manifest, run_paths, write_manifest
 from pim.runs.writer import RunRefused, now, staging_dir
@@ -49,7 +49,28 @@ def read_corpus_run(results_dir, file, model):
                         f"{manifest.get('positions')!r}): LAPE needs `make corpus` runs")
     if manifest.get("status") != "finished":
         raise UserError(f"{paths['manifest']}: the corpus run is not finished")
-    return read_index(paths["index"]), int(manifest["tokens"]), manifest
+    tokens = manifest.get("tokens")
+    if type(tokens) is not int or tokens <= 0:
+        raise UserError(f"{paths['manifest']}: \"tokens\" is {json.dumps(tokens)}, not a number of counted tokens: "
+                        f"a damaged manifest; redo the run (make corpus FILE={file} MODEL={model} ARGS=--overwrite)")
+    counts = read_index(paths["index"])
+    if counts.max(initial=0) > tokens:
+        raise UserError(f"{paths['index']}: a neuron counted {counts.max()} times, more than the {tokens} tokens of "
+                        f"{paths['manifest'].name}: the index is not this run's; redo the run (ARGS=--overwrite)")
+    return counts, tokens, manifest
+
+
+def _settings(manifest):
+    """A manifest's settings; those of runs started before the window was a setting get their sort_window."""
+    settings = dict(manifest.get("settings") or {})
+    if "sort_window" not in settings and "sort_window" in manifest:
+        settings["sort_window"] = manifest["sort_window"]
+    return settings
+
+
+def _afresh(staged, staging):
+    """What to do to start afresh instead of resuming: --overwrite (of a staged --overwrite run: remove it)."""
+    return f"remove {staging} to start the --overwrite run afresh" if staged else "pass --overwrite to start afresh"
 
 
 class CorpusWriter:
@@ -67,19 +88,21 @@ class CorpusWriter:
         self.counts = None  # int64 [layers, width]
 
     def open(self, info, first_line):
-        """Start or resume at `first_line` (the shard's); returns whether it resumed."""
-        old = read_manifest(self.final["manifest"])
+        """Start or resume at `first_line` (the shard's); returns whether it resumed. Call it holding the run's
+        lock: it removes the temporaries a killed process of the run left (remove_stale_temps)."""
+        remove_stale_temps([*self.final.values(), *(self.staging / p.name for p in self.final.values())])
+        old = read_manifest(self.final["manifest"]) if self.overwrite else self._old_manifest(self.final)
         if old is not None and old.get("kind") != KIND:  # never replaced by a corpus run, not even with --overwrite
             raise RunRefused(f"{self.final['manifest']} is a generation run (make infer), not a corpus run: a corpus "
                              "run never replaces it; give the corpus run another FILE (FILE=corpus-<lang>), or move "
                              "that run away")
         if self.overwrite:
             self.paths = {k: self.staging / v.name for k, v in self.final.items()}
-            staged = read_manifest(self.paths["manifest"])
+            staged = self._old_manifest(self.paths, staged=True)
             if staged is not None and staged.get("status") == "finished":  # killed while moving it into place
                 self._swap()
                 raise RunRefused(f"{self.final['manifest']}: the --overwrite run had finished; it is in place now")
-            if staged is not None and staged.get("settings") == self.settings and self.paths["progress"].is_file():
+            if staged is not None and _settings(staged) == self.settings and self.paths["progress"].is_file():
                 return self._resume(staged, info)
             shutil.rmtree(self.staging, ignore_errors=True)
         elif old is not None and old.get("status") == "finished":
@@ -87,8 +110,8 @@ class CorpusWriter:
                 if self.staging.exists() else ""
             raise RunRefused(f"{self.final['index']} is a finished corpus run; pass --overwrite to run it again{again}")
         elif old is not None:
-            differ = [f"{k}: {old.get('settings', {}).get(k)!r} then, {v!r} now" for k, v in self.settings.items()
-                      if old.get("settings", {}).get(k) != v]
+            differ = [f"{k}: {_settings(old).get(k)!r} then, {v!r} now" for k, v in self.settings.items()
+                      if _settings(old).get(k) != v]
             if differ:
                 raise RunRefused(f"{self.final['manifest']} was started with other settings:\n  " + "\n  ".join(differ)
                                  + "\nStart it with the same settings to resume, or pass --overwrite to start afresh.")
@@ -103,8 +126,25 @@ class CorpusWriter:
         self.manifest = {"kind": KIND, "positions": "all", "status": "running", "settings": self.settings, **info,
                          "started": now(), "resumed": []}
         self.next_line = first_line
+        write_manifest(self.paths["manifest"], self.manifest)  # first: a progress file never lacks its manifest
         self._commit_progress()
         return False
+
+    def _old_manifest(self, paths, staged=False):
+        """The manifest of an earlier process of this run (in `paths`), or None where it never wrote one. A
+        manifest that is damaged (not the JSON object of a run), or missing beside a progress file, is refused:
+        starting afresh would delete the committed progress."""
+        path = paths["manifest"]
+        if not path.exists():
+            if paths["progress"].exists():
+                raise RunRefused(f"{path} is missing, but {paths['progress'].name} holds committed progress of the "
+                                 f"run: restore the manifest to resume, or {_afresh(staged, self.staging)}")
+            return None
+        manifest = read_manifest(path)
+        if manifest is None or not isinstance(manifest.get("settings"), dict):
+            raise RunRefused(f"{path}: damaged manifest (not the JSON object of a run): restore it to resume, or "
+                             f"{_afresh(staged, self.staging)}")
+        return manifest
 
     def _resume(self, old, info):
         path = self.paths["progress"]
@@ -155,8 +195,7 @@ class CorpusWriter:
     def _commit_progress(self):
         state = {"next_line": self.next_line, "window_done": sorted(self.window_done), "texts": self.texts,
                  "tokens": self.tokens, "cut": self.cut, "tokens_before": self.tokens_before}
-        tmp = self.paths["progress"].with_name(f".{self.paths['progress'].name}.tmp")
-        with open(tmp, "wb") as f:
+        with writing_temp(self.paths["progress"]) as tmp, open(tmp, "wb") as f:
             np.savez(f, state=np.array(json.dumps(state)),
                      counts=self.counts if self.counts is not None else np.zeros(0, dtype=np.int64))
             f.flush()

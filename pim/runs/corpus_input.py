@@ -17,12 +17,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pim.activation_files import split_lines, unescape_newlines
+from pim.activation_files import line_breaks, split_lines, unescape_newlines
 from pim.cli import UserError
 
 SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz")  # the forms of data/<FILE>.*, in the order looked for
 TEXT_FIELD = "text"  # a JSONL line's text
 TOKENIZE_AT_ONCE = 64  # texts tokenized per tokenizer call (their full token lists exist only until cut)
+READ_BLOCK = 1 << 20  # bytes read at a time (decompressed for .gz): whole lines of them are decoded together
 
 
 def find_corpus(data_dir, file):
@@ -64,13 +65,13 @@ def _raw_lines(path, sink=None):
     try:
         pending = b""
         while True:
-            chunk = stream.read(1 << 20)
+            chunk = stream.read(READ_BLOCK)
             if sink:
                 sink(raw.tell(), hashing)
             if not chunk:
                 break
             block = pending + chunk
-            cut = block.rfind(b"\n") + 1
+            cut = _last_line_end(block, jsonl)
             pending = block[cut:]
             for line in _decode(block[:cut], path, number, jsonl):
                 yield number, line
@@ -84,13 +85,22 @@ def _raw_lines(path, sink=None):
         raw.close()
 
 
+def _last_line_end(block, jsonl):
+    """Where the whole lines of a block end: after its last \\n (.jsonl), or its last \\n or \\r (.txt) but
+    not a \\r that ends the block, whose \\n may come with the next one (\\r\\n is one line end)."""
+    if jsonl:
+        return block.rfind(b"\n") + 1
+    return max(block.rfind(b"\n"), block.rfind(b"\r", 0, len(block) - 1)) + 1
+
+
 def _decode(block, path, first, jsonl):
     """The lines of a block of whole lines: UTF-8 (a bad byte is an error naming the line), split at \\n
     (.jsonl) or at \\n, \\r\\n and \\r (.txt)."""
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = first + block[:e.start].count(b"\n") + 1
+        head = block[:e.start]
+        line = first + (head.count(b"\n") if jsonl else line_breaks(head)) + 1
         raise UserError(f"{path}:{line}: not UTF-8 (byte {block[e.start]:#04x}); convert the file to UTF-8") from None
     if first == 0:
         text = text.removeprefix("\ufeff")

@@ -95,6 +95,20 @@ def refuse_finished_merge(state, results_dir, file, model, overwrite):
                         "pass --overwrite to run it again")
 
 
+def kept_shard(state, results_dir, file, model, overwrite, kind=None):
+    """Under a launch: whether this rank's shard (results_dir and model: the shard's) is a finished run of this
+    kind (None: generation, "corpus"), kept as it is: the same command resumes the ranks that had not
+    finished and rank 0 merges (--overwrite redoes every shard)."""
+    if not state or overwrite:
+        return False
+    path = run_paths(results_dir, file, model)["manifest"]
+    manifest = read_manifest(path) or {}
+    if manifest.get("kind") != kind or manifest.get("status") != "finished":
+        return False
+    print(f"note: {path}: this shard is finished, kept as it is", file=sys.stderr)
+    return True
+
+
 def refuse_finished(results_dir, file, model, overwrite, kind=None):
     """Before the model is loaded: the run of FILE and MODEL in results_dir (a shard's: its own) is a finished
     run of this kind (None: generation, "corpus") and there is no --overwrite."""

@@ -30,6 +30,7 @@ from pim.runs.engine import (
     check_split,
     halving_batches,
     injected_oom,
+    kept_shard,
     launched,
     merge_ranks,
     process_shard,
@@ -215,6 +216,8 @@ def run(args):
         first, last = shard_range(len(prompts), *shard)
         total, prompts = len(prompts), prompts[first:last]
         name, results_dir = shard_model_name(name, *shard), shard_dir(args.results_dir)
+    if kept_shard(state, results_dir, args.file, name, args.overwrite):
+        return merge_launch(state, args, shard[1])
     refuse_finished(results_dir, args.file, name, args.overwrite)
     with RunLock(results_dir, args.file, name):
         loaded = load_for_generation(args)
@@ -244,9 +247,15 @@ def run(args):
     print(f"{writer.done} prompts, {writer.steps} counted steps: " +
           ", ".join(str(writer.paths[k]) for k in ("result", "ratio", "index", "manifest")), file=sys.stderr)
     if state:
-        merge_ranks(state, args.results_dir, args.file, run_name(args.model, args.deactivate), lambda: merge_shards(
-            args.results_dir, args.file, run_name(args.model, args.deactivate), overwrite=args.overwrite,
-            command=info["command"]), shard[1])
+        merge_launch(state, args, shard[1])
+
+
+def merge_launch(state, args, count):
+    """Launched with several processes: when all are done, rank 0 merges their shards."""
+    name = run_name(args.model, args.deactivate)
+    merge_ranks(state, args.results_dir, args.file, name, lambda: merge_shards(
+        args.results_dir, args.file, name, overwrite=args.overwrite, command=shlex.join([sys.executable] + sys.argv)),
+        count)
 
 
 def plan_batches(lengths, batch_size, sort, window):

@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 
-from pim.activation_files import FormatError, index_line, read_index, write_atomic
+from pim.activation_files import FormatError, index_line, read_index, remove_stale_temps, temp_path, write_atomic
 from pim.runs.checks import RunMismatch, facts_of, load_manifest, verify
 from pim.runs.corpus_files import FILES, KIND
 from pim.runs.names import Run, read_manifest, run_paths, write_manifest
@@ -85,11 +85,12 @@ def merged_manifest(ordered, command):
 
 def write_merged(results_dir, file, model, ordered, command=None):
     """Write the merged run of checked shards (check_shards, check_shard_files): the result and ratio files
-    concatenated and the index summed into hidden temporaries, then the manifest (merging), the three
+    concatenated and the index summed into hidden temporaries (temp_path), then the manifest (merging), the three
     renamed into place, and the manifest again (finished). A failure before the renames leaves nothing
     behind; a merging manifest is only seen when the process dies during the renames."""
     target = run_paths(results_dir, file, model)
-    temps = {kind: target[kind].with_name(f".{target[kind].name}.merging.tmp") for kind in ("result", "ratio", "index")}
+    remove_stale_temps(target.values())  # a killed merge's
+    temps = {kind: temp_path(target[kind]) for kind in ("result", "ratio", "index")}
     parts = shard_files(file, model, ordered)
     try:
         for kind in ("result", "ratio"):
@@ -128,6 +129,7 @@ def merge_corpus_shards(results_dir, file, model, manifests=None, overwrite=Fals
     if ordered[0][1].get("kind") != KIND:
         raise RunRefused(f"the shards of {file} with {model} are not corpus runs")
     target = {k: v for k, v in run_paths(results_dir, file, model).items() if k in FILES}
+    remove_stale_temps(target.values())  # a killed merge's
     old = read_manifest(target["manifest"])
     if old is not None and old.get("kind") != KIND:
         raise RunRefused(f"{target['manifest']} is a generation run: merged corpus shards never replace it")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pim.activation_files import index_line, write_atomic
+from pim.activation_files import index_line, remove_stale_temps, write_atomic, writing_temp
 from pim.runs.names import run_paths, write_manifest
 
 NOT_SETTINGS = ("batch_size",)  # were settings of older manifests; the files do not depend on them
@@ -81,8 +81,10 @@ class RunWriter:
         return old
 
     def open(self, info):
-        """Start or resume; `info` is stored in the manifest. Returns the number of prompts already done."""
+        """Start or resume; `info` is stored in the manifest. Returns the number of prompts already done. Call
+        it holding the run's lock: it removes the temporaries a killed process of the run left."""
         paths = self.final
+        remove_stale_temps([*paths.values(), *run_paths(self.staging, self.file, self.model).values()])
         if _manifest_kind(paths["manifest"]) == "corpus":  # never replaced by a generation run, even with --overwrite
             raise RunRefused(f"{paths['manifest']} is a corpus run (make corpus), not a generation run: a generation "
                              "run never replaces it; give this run another FILE, or move that run away")
@@ -130,6 +132,11 @@ class RunWriter:
         prepare an empty staging folder (returns None)."""
         self.paths = run_paths(self.staging, self.file, self.model)
         staged = _read_json(self.paths["manifest"])
+        if self.paths["progress"].is_file() and not isinstance((staged or {}).get("settings"), dict):
+            raise RunRefused(f"{self.paths['manifest']}: {'damaged' if self.paths['manifest'].exists() else 'missing'}"
+                             f" manifest of an interrupted --overwrite run, whose {self.paths['progress'].name} holds "
+                             f"committed progress: restore it to resume, or remove {self.staging} to start the "
+                             "--overwrite run afresh")
         if staged is not None and staged.get("status") == "finished":  # killed while moving it into place
             self._swap()
             raise RunRefused(f"{self.final['manifest']}: the --overwrite run had finished; it is in place now")
@@ -265,9 +272,8 @@ class RunWriter:
         self.commits += 1
 
     def _commit_progress(self):
-        tmp = self.paths["progress"].with_name(f".{self.paths['progress'].name}.tmp")
         pending = [[i, line, ratio, n] for i, (line, ratio, n) in sorted(self.pending.items())]
-        with open(tmp, "wb") as f:
+        with writing_temp(self.paths["progress"]) as tmp, open(tmp, "wb") as f:
             np.savez(f, done=self.done, steps=self.steps, result_bytes=self.sizes["result"],
                      ratio_bytes=self.sizes["ratio"], result_crc32=self.crcs["result"], ratio_crc32=self.crcs["ratio"], pending=np.array(json.dumps(pending, ensure_ascii=False)),
                      counts=self.counts if self.counts is not None else np.zeros(0, dtype=np.int64))
