@@ -26,7 +26,7 @@ from pim.figures import line_colours, save_figure
 from pim.runs.corpus_files import read_corpus_run
 from pim.runs.names import run_paths
 from pim.stats import lape
-from pim.tables import csv_text, markdown_table, write_text
+from pim.tables import csv_text, markdown_table, percent, write_text
 
 # ----------------------------------------------------------------------------- defaults (flags override)
 RESULTS_DIR = "results"  # where the corpus runs are; neurons/, tables/, figures/ are written inside it
@@ -111,26 +111,25 @@ def pim_suppressed(selection, direct, pim):
     return int(mask.sum()), by_lang, sum(bool(mask[l, n]) for l, n in anyone)
 
 
-def draw(layer_counts, path, title, width, height, dpi):
-    import matplotlib.pyplot as plt
+def draw(layer_counts, path, title, width, height, dpi, note=""):
+    from matplotlib.figure import Figure
 
     langs = list(layer_counts)
     layers = len(next(iter(layer_counts.values())))
-    fig, ax = plt.subplots(figsize=(width / dpi, height / dpi), dpi=dpi)
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
+    ax = fig.subplots()
     x = np.arange(layers)
     bar = 0.8 / max(len(langs), 1)
     for i, (lang, colour) in enumerate(zip(langs, line_colours(len(langs)))):
         ax.bar(x + (i - (len(langs) - 1) / 2) * bar, layer_counts[lang], width=bar, color=colour,
-               label=f"{lang} ({int(layer_counts[lang].sum())})")
+               label=f"{lang} ({int(layer_counts[lang].sum()):,})")
     ax.set_xlabel("layer")
-    ax.set_ylabel("language-specific neurons")
+    ax.set_ylabel("language-specific neurons in the layer")
     ax.set_xticks(x if layers <= 40 else x[::max(layers // 20, 1)])
-    ax.set_title(title, fontsize=10)
-    ax.legend(title="language (total)", fontsize=8, ncols=min(len(langs), 8))
-    fig.tight_layout()
-    save_figure(fig, path, dpi)
-    plt.close(fig)
-    return path
+    fig.suptitle(title, fontsize=11)
+    ax.set_title(note, fontsize=9)
+    ax.legend(title="language (its neurons in all layers)", fontsize=8, ncols=min(len(langs), 8))
+    return save_figure(fig, path, dpi)
 
 
 def index_of(name, results_dir, model):
@@ -170,9 +169,11 @@ def run(args):
     shared = overlap(sel)
     written += write_table(results / "tables", f"{stem}-overlap", ["language"] + langs,
                            [[lang] + row for lang, row in zip(langs, shared)])
-    title = (f"Language-specific neurons per layer · {args.model} · {len(sel.kept)} kept of {layers * width} "
-             f"(top {args.top_rate:g} by LAPE), bar p > {sel.bar_value:.3g}")
-    written.append(draw(counts, results / "figures" / f"{stem}.png", title, args.width, args.height, args.dpi))
+    title = (f"Language-specific neurons per layer · {args.model}: {len(sel.kept):,} of {layers * width:,} neurons "
+             f"kept (the {percent(args.top_rate)} of lowest LAPE)")
+    note = (f"a kept neuron belongs to each language on whose tokens it fires with probability > {sel.bar_value:.3g} "
+            "(the bar quantile); one neuron can belong to several languages")
+    written.append(draw(counts, results / "figures" / f"{stem}.png", title, args.width, args.height, args.dpi, note))
     print(f"{len(sel.kept)} neurons kept (of {layers} x {width}); filter p > {sel.filter_value:.4g}, "
           f"bar p > {sel.bar_value:.4g}")
     print(markdown_table(["language", "tokens", "neurons"], [r[:3] for r in rows]))

@@ -91,9 +91,11 @@ def plot_all(results_dir, files=(), models=(), proportion=SELECT_PROPORTION, top
 def draw_run(run, data, figures, tables, proportion):
     counts, summary = data
     label = labels([run])[0]
-    written = [draw_heatmap(counts, figures / f"{run.out_name('heatmap')}.png", title_of(run, label)),
+    steps = summary.steps if summary is not None else None
+    written = [draw_heatmap(counts, figures / f"{run.out_name('heatmap')}.png", title_of(run, label), steps=steps),
                draw_peaks([peaks(counts, proportion)], [label], figures / f"{run.out_name('peak')}.png", proportion,
-                          f"The top {percent(proportion)} of neurons by activation count · {run.file} · {run.model}")]
+                          f"The top {percent(proportion)} of neurons by activation count · {run.file} · {run.model}",
+                          steps=[steps])]
     if summary is not None:
         written += write_tables([summary], [label], [run.ratio], tables, run.out_name("ratio"), True)
     return written

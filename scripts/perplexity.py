@@ -9,8 +9,10 @@ left-padded batches) the perplexity exp(mean token NLL over the non-pad position
 token is not scored), once without deactivation and once per deactivated language D with D's neurons
 of the language-neurons file set to 0 at the recorded site (pim/models/deactivation.py). Writes
   results/tables/<MODEL>-perplexity.{csv,md}   every (deactivated, evaluated) pair: tokens, perplexity, change
-  results/figures/<MODEL>-perplexity.png       the language x language matrix of the change in perplexity
-                                               (rows: deactivated language, columns: evaluated language)
+                                               (off - as is), ratio (off / as is)
+  results/figures/<MODEL>-perplexity.png       the language x language matrix of the ratio off / as is, on a
+                                               log scale centred at x1 (rows: deactivated language, columns:
+                                               evaluated language)
 """
 import math
 import sys
@@ -75,32 +77,54 @@ def perplexity(model, tokenizer, rows, batch_size):
 
 
 def matrix(base, off, langs):
-    """[[ppl with D off - ppl as is]] rows D (deactivated), columns E (evaluated)."""
-    return [[off[d][e] - base[e] for e in langs] for d in langs]
+    """[[ppl with D off / ppl as is]] rows D (deactivated), columns E (evaluated)."""
+    return [[off[d][e] / base[e] for e in langs] for d in langs]
 
 
-def draw(change, langs, path, title, width, height, dpi):
-    import matplotlib.pyplot as plt
+def times(ratio):
+    """A ratio as the figure writes it: ×0.97, ×4.15, ×13, ×1,030."""
+    return f"×{ratio:,.0f}" if ratio >= 10 else f"×{ratio:.2f}"
+
+
+def figure(ratios, langs, base, title, width, height, dpi):
+    """The matrix of ratios (rows: deactivated language, columns: evaluated language) on a log scale, centred
+    at ×1 (no change): red where switching the neurons off raises the perplexity, blue where it lowers it;
+    each cell annotated with its ratio, each column with the perplexity as is."""
     import numpy as np
+    from matplotlib import colors
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter
 
-    values = np.asarray(change, dtype=float)
-    fig, ax = plt.subplots(figsize=(width / dpi, height / dpi), dpi=dpi)
-    limit = float(np.abs(values).max()) or 1.0
-    image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit)
-    ax.set_xticks(range(len(langs)), langs)
+    ratios = np.asarray(ratios, dtype=float)
+    logs = np.log10(ratios)
+    finite = np.abs(logs[np.isfinite(logs)])
+    limit = max(float(finite.max(initial=0)), np.log10(2))  # at least ×0.5 to ×2: a small change stays pale
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(np.clip(logs, -limit, limit), cmap="RdBu_r", norm=colors.Normalize(-limit, limit))
+    ax.set_xticks(range(len(langs)), [f"{lang}\n{base[lang]:,.1f}" for lang in langs])
     ax.set_yticks(range(len(langs)), langs)
-    ax.set_xlabel("evaluated language")
-    ax.set_ylabel("deactivated language")
+    ax.set_xlabel("evaluated language (and its perplexity as is)")
+    ax.set_ylabel("language whose neurons are switched off")
     for i in range(len(langs)):
         for j in range(len(langs)):
-            ax.text(j, i, f"{values[i, j]:+.3g}", ha="center", va="center", fontsize=8,
-                    color="white" if abs(values[i, j]) > 0.6 * limit else "black")
-    fig.colorbar(image, ax=ax, label="perplexity change (off - as is)")
+            ax.text(j, i, times(ratios[i, j]), ha="center", va="center", fontsize=9,
+                    color="white" if abs(logs[i, j]) > 0.6 * limit else "black")
+    nice = [m * 10.0 ** k for k in range(-4, 5) for m in (1, 2, 5)]
+    ticks = [t for t in nice if abs(np.log10(t)) <= limit + 1e-9]
+    if len(ticks) > 9:  # decades only
+        ticks = [t for t in ticks if float(np.log10(t)).is_integer()]
+    bar = fig.colorbar(image, ax=ax)
+    bar.locator = FixedLocator(np.log10(ticks))
+    bar.formatter = FuncFormatter(lambda value, _: f"×{10 ** value:,.4g}")
+    bar.update_ticks()
+    bar.set_label("perplexity with the neurons off ÷ as is (log scale; ×1: no change)")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def draw(ratios, langs, base, path, title, width, height, dpi):
+    return save_figure(figure(ratios, langs, base, title, width, height, dpi), path, dpi)
 
 
 def run(args):
@@ -137,30 +161,32 @@ def run(args):
     with tqdm(total=len(langs) * (len(langs) + 1), desc="perplexity", unit="pass") as bar:
         for lang in langs:
             base[lang], nll, tokens[lang] = perplexity(model, tokenizer, rows[lang], args.batch_size)
-            table.append(["none", lang, tokens[lang], repr(nll), repr(base[lang]), repr(0.0)])
+            table.append(["none", lang, tokens[lang], repr(nll), repr(base[lang]), repr(0.0), repr(1.0)])
             bar.update()
         for d in langs:
             start_recording(model, positions="last", deactivate=offs[d])
             try:
                 for e in langs:
                     off[d][e], nll, _ = perplexity(model, tokenizer, rows[e], args.batch_size)
-                    table.append([d, e, tokens[e], repr(nll), repr(off[d][e]), repr(off[d][e] - base[e])])
+                    table.append([d, e, tokens[e], repr(nll), repr(off[d][e]), repr(off[d][e] - base[e]),
+                                  repr(off[d][e] / base[e])])
                     bar.update()
             finally:
                 model.stop_activation_recording()
                 model.activation_recorder = None
-    change = matrix(base, off, langs)
+    ratios = matrix(base, off, langs)
     stem = f"{name}-perplexity"
-    header = ["deactivated", "evaluated", "tokens", "mean NLL", "perplexity", "change"]
+    header = ["deactivated", "evaluated", "tokens", "mean NLL", "perplexity", "change", "ratio"]
     md_rows = [["none"] + [f"{base[e]:.4f}" for e in langs]] + \
-              [[d] + [f"{off[d][e]:.4f} ({off[d][e] - base[e]:+.4f})" for e in langs] for d in langs]
+              [[d] + [f"{off[d][e]:.4f} ({times(off[d][e] / base[e])})" for e in langs] for d in langs]
     md = (f"Perplexity per evaluated language (columns), as is and with each language's neurons off (rows; in "
-          f"brackets the change). Neurons: {neurons}; texts cut to {args.max_length} tokens.\n\n"
+          f"brackets the ratio to the perplexity as is). Neurons: {neurons}; texts cut to {args.max_length} tokens.\n\n"
           + markdown_table(["deactivated \\ evaluated"] + langs, md_rows))
     written = [write_text(results / "tables" / f"{stem}.csv", csv_text(header, table)),
                write_text(results / "tables" / f"{stem}.md", md)]
-    title = f"Perplexity change when a language's neurons are switched off · {name}"
-    written.append(draw(change, langs, results / "figures" / f"{stem}.png", title, args.width, args.height, args.dpi))
+    title = f"Perplexity when a language's neurons are switched off, relative to as is · {name}"
+    written.append(draw(ratios, langs, base, results / "figures" / f"{stem}.png", title, args.width, args.height,
+                        args.dpi))
     print(md)
     print("wrote " + ", ".join(map(str, written)))
 

@@ -298,6 +298,28 @@ MUTATIONS = [
              "    return raw.count(b\"\\n\") + raw.count(b\"\\r\") - raw.count(b\"\\r\\n\")",
              "    return raw.count(b\"\\n\")", "bad UTF-8 in a file of \\r line ends is reported at line 1",
              ("tests/test_trust_round3.py::test_bad_utf8_is_reported_at_its_line_whatever_the_line_ends",)),
+    # --- the notebook API (pim/api.py) and the steps per prompt it maps rows with ---
+    Mutation("api-equal-steps-per-prompt", "pim/api.py", "prompt = np.repeat(np.arange(len(steps)), steps)",
+             "prompt = np.arange(rows) // max(steps)",
+             "run.ratios maps rows to prompts as if every prompt had the most steps",
+             ("tests/test_api.py::test_ratios_map_rows_to_prompts_and_steps",)),
+    Mutation("api-unchecked", "pim/api.py", "    note = check_run(files, index=index)\n", "    note = None\n",
+             "pim.open_run returns a run whose files disagree with its manifest",
+             ("tests/test_api.py::test_a_run_that_disagrees_with_its_manifest_is_refused",)),
+    Mutation("prompt-steps-unchecked", "pim/runs/checks.py", "    if counted is not None and sum(steps) != counted:",
+             "    if False:", "a manifest whose steps per prompt do not add up to its counted steps is taken",
+             ("tests/test_api.py::test_a_run_that_disagrees_with_its_manifest_is_refused",)),
+    Mutation("resume-forgets-prompt-steps", "pim/runs/writer.py",
+             "prompt_steps = progress[\"prompt_steps\"].tolist() if \"prompt_steps\" in progress.files else None",
+             "prompt_steps = None", "a resumed run loses the steps of each prompt (its rows no longer map to prompts)",
+             ("tests/test_api.py::test_steps_per_prompt_survive_a_resume_with_pending_prompts",)),
+    Mutation("perplexity-ratio-inverted", "scripts/perplexity.py", "return [[off[d][e] / base[e] for e in langs] for d in langs]",
+             "return [[base[e] / off[d][e] for e in langs] for d in langs]",
+             "the perplexity figure shows as is / off: switching neurons off looks like it lowers the perplexity",
+             ("tests/test_figures.py::test_the_perplexity_figure_annotates_off_over_as_is",)),
+    Mutation("suppressed-figure-not-percent", "pim/stats/comparison.py", "s.means[\"le_zero\"] * 100, color=colour",
+             "s.means[\"le_zero\"], color=colour", "the comparison's suppressed share is drawn as a share under a "
+             "percent axis", ("tests/test_figures.py::test_the_comparison_figures_show_percent_and_counted_steps",)),
 ]
 
 

@@ -28,7 +28,7 @@ def test_files_equal_hook_reference(model_dir, data_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     eos = model.generation_config.eos_token_id
-    texts, zero_counts, counts = [], [], 0
+    texts, zero_counts, counts, prompt_steps = [], [], 0, []
     for first in range(0, len(INPUT), 4):
         reference = HookReference(model)
         enc = tok(INPUT[first:first + 4], return_tensors="pt", padding=True)
@@ -40,6 +40,7 @@ def test_files_equal_hook_reference(model_dir, data_dir, tmp_path):
         zero_counts += [[[round(eq * width), round(le * width)] for eq, le in row] for row in rows]
         counts = counts + np.array(batch_counts)
         texts += [tok.decode(row[:n], skip_special_tokens=True) for row, n in zip(new.tolist(), counted)]
+        prompt_steps += counted
 
     assert any(len(t) for t in texts) and sum(1 for _ in zero_counts) < len(INPUT) * MAX_NEW_TOKENS, "some stop early"
     assert got["result"].decode() == "".join(escape_newlines(t) + "\n" for t in texts)
@@ -48,6 +49,7 @@ def test_files_equal_hook_reference(model_dir, data_dir, tmp_path):
     manifest = json.loads((tmp_path / "results" / "prompts-manifest-tiny-bloom-eos.json").read_text())
     assert manifest["status"] == "finished" and manifest["prompts_done"] == len(INPUT)
     assert manifest["counted_steps"] == len(zero_counts) and manifest["batch_size"] == 4
+    assert manifest["prompt_steps"] == prompt_steps and len(set(prompt_steps)) > 1  # the ratio rows of each prompt
     assert not (tmp_path / "results" / "prompts-progress-tiny-bloom-eos.npz").exists()
 
 

@@ -29,7 +29,7 @@ def write(results, model, prompts, batch, info):
     for first in range(prompts[0], prompts[-1] + 1, batch):
         items = [made_up(p) for p in range(first, min(first + batch, prompts[-1] + 1))]
         writer.commit([line for line, _, _ in items], "".join(ratio_lines(z, WIDTH) for _, z, _ in items),
-                      np.sum([c for _, _, c in items], axis=0), sum(len(z) for _, z, _ in items))
+                      np.sum([c for _, _, c in items], axis=0), [len(z) for _, z, _ in items])
     writer.finish()
     return writer.paths
 
@@ -59,6 +59,7 @@ def test_merged_shards_are_the_files_of_one_writer(tmp_path, count):
     manifest = json.loads(merged["manifest"].read_text())
     assert manifest["status"] == "finished" and manifest["prompts_done"] == PROMPTS
     assert manifest["counted_steps"] == sum(len(z) for _, z, _ in items)
+    assert manifest["prompt_steps"] == [1 + p % 3 for p in range(PROMPTS)]  # the steps of made_up
     assert [s["shard"] for s in manifest["shards"]] == [f"{i}/{count}" for i in range(count)]
 
 

@@ -9,6 +9,8 @@ checked (docs/formats.md, "Checks"):
 - the layers of every ratio row = the layers of the index = the manifest's `layers`;
 - every index row is as wide in every layer, and as wide as the manifest's `width` where it records one;
 - no index count exceeds the manifest's `counted_steps` (corpus runs: `tokens`), where the caller read the index;
+- the manifest's `prompt_steps` (counted steps per prompt), where it has them: one count per prompt, adding up
+  to `counted_steps`;
 - the manifest says `finished` (an index beside a running or merging manifest is no finished run).
 
 Runs without a manifest (the paper's own files: result, ratio and index files only) are checked for
@@ -161,6 +163,7 @@ def verify(facts, manifest, files, where="manifest"):
         for kind, have, want, unit, their in expect:
             if have is not None and want is not None and have != want:
                 raise RunMismatch(f"{files[kind]}: {have} {unit}, but {where} says {want} {their}")
+        verify_prompt_steps(manifest.get("prompt_steps"), prompts, number("counted_steps"), where)
         # a neuron fires at most once per counted step (generation) or token (corpus run)
         limit, per = ((number("counted_steps"), "counted steps") if number("counted_steps") is not None
                       else (number("tokens"), "counted tokens"))
@@ -170,6 +173,20 @@ def verify(facts, manifest, files, where="manifest"):
     if None not in (facts.ratio_layers, facts.index_layers) and facts.ratio_layers != facts.index_layers:
         raise RunMismatch(f"{files['index']}: {facts.index_layers} layers, but the run's ratio file "
                           f"{files['ratio']} has {facts.ratio_layers}")
+
+
+def verify_prompt_steps(steps, prompts, counted, where):
+    """The manifest's counted steps per prompt (absent in older runs) are one count per prompt, and add up
+    to its counted steps: the rows of the ratio file that each prompt has."""
+    if steps is None:
+        return
+    if not isinstance(steps, list) or any(type(n) is not int or n < 0 for n in steps):
+        raise RunMismatch(f"{where}: prompt_steps is not a list of counted steps per prompt (integers >= 0)")
+    if prompts is not None and len(steps) != prompts:
+        raise RunMismatch(f"{where}: prompt_steps has {len(steps)} prompts, but the manifest says {prompts}")
+    if counted is not None and sum(steps) != counted:
+        raise RunMismatch(f"{where}: prompt_steps adds up to {sum(steps)} steps, but the manifest says {counted} "
+                          "counted steps")
 
 
 def check_run(run, ratio=None, index=None, scan=("result", "ratio", "index")):

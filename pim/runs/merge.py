@@ -76,6 +76,8 @@ def merged_manifest(ordered, command):
                if k in first},
             "prompts": first["prompts_total"], "prompts_done": sum(m["prompts_done"] for _, m in ordered),
             "counted_steps": sum(m["counted_steps"] for _, m in ordered),
+            **({"prompt_steps": [n for _, m in ordered for n in m["prompt_steps"]]}
+               if all("prompt_steps" in m for _, m in ordered) else {}),
             "started": min(m["started"] for _, m in ordered),
             "shards": [{"shard": f"{m['shard'][0]}/{count}", "prompt_range": m["prompt_range"],
                         "manifest": str(path), "devices": m.get("devices"), "started": m["started"],

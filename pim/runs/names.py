@@ -19,6 +19,7 @@ holds the marker of another kind with the same extension is dropped unless its m
 notes-index-x-ratio-m.jsonl is the ratio file of (notes-index-x, m), not an index file of (notes, x-ratio-m).
 """
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,15 @@ def split_name(name, kind, results_dir=None):
     return max(reversed(candidates), key=score)  # max keeps the first best: the last place on ties
 
 
+# a list of numbers as json.dumps(indent=2) writes it, one number a line: the newlines are outside any string
+_NUMBER_LIST = re.compile(r"\[\n\s*(-?[\d.eE+-]+(?:,\n\s*-?[\d.eE+-]+)*)\n\s*\]")
+
+
 def write_manifest(path, manifest):
-    """Write a manifest (JSON, indented, UTF-8) atomically."""
-    write_atomic(path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    """Write a manifest (JSON, indented, UTF-8; a list of numbers on one line) atomically."""
+    text = json.dumps(manifest, indent=2, ensure_ascii=False)
+    text = _NUMBER_LIST.sub(lambda m: "[" + ", ".join(n.strip() for n in m[1].split(",")) + "]", text)
+    write_atomic(path, text + "\n")
 
 
 def read_manifest(path):

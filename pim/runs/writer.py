@@ -6,12 +6,14 @@ are sorted by length) waits in the progress file (`pending`) until they are. The
 rows of the new prefix are appended (flushed to disk), then the progress file
 (<FILE>-progress-<MODEL>.npz: prompts in the files, their committed byte sizes and CRC-32 checksums
 (running, so a commit costs only what it appends), the pending prompts'
-results, counted steps, index counts of all of them) is replaced atomically. A run killed at any moment
+results, counted steps, index counts of all of them, the counted steps of each prompt in the files) is
+replaced atomically. A run killed at any moment
 restarts from the last progress file: the result and ratio files are checked against it (never shorter,
 the committed part holding the committed number of lines and bytes of the committed checksum: a file
 edited in place is refused) and cut back to the committed sizes, so the
 finished files are byte-identical to an uninterrupted run. At the end the index file is written and the
-manifest says "finished". --overwrite writes the new run into a hidden folder beside the old one
+manifest says "finished", with the counted steps of each prompt (`prompt_steps`: how many ratio rows each
+prompt has). --overwrite writes the new run into a hidden folder beside the old one
 (.overwrite-<FILE>-<MODEL>/) and moves it over the old run only when it is finished: until then the old
 run stays as it was, readable. A killed --overwrite run resumes there when started again with --overwrite
 and the same settings.
@@ -56,6 +58,7 @@ class RunWriter:
         self.done = 0  # prompts in the result file (a prefix in input order)
         self.pending = {}  # prompt index -> (result line, ratio text, steps): committed, not yet in the files
         self.steps = 0  # counted steps committed (in the files and pending)
+        self.prompt_steps = []  # counted steps of each prompt in the files, in input order; None: not known
         self.counts = None  # int64 [layers, width], running index of every committed prompt
         self.sizes = {"result": 0, "ratio": 0}
         self.crcs = {"result": 0, "ratio": 0}  # zlib.crc32 of the committed bytes of each file
@@ -159,12 +162,17 @@ class RunWriter:
                 sizes = {"result": int(progress["result_bytes"]), "ratio": int(progress["ratio_bytes"])}
                 pending = json.loads(str(progress["pending"])) if "pending" in progress.files else []
                 crcs = {k: int(progress[f"{k}_crc32"]) for k in sizes} if "result_crc32" in progress.files else None
+                prompt_steps = progress["prompt_steps"].tolist() if "prompt_steps" in progress.files else None
         except Exception as e:  # noqa: BLE001 -- any damage: a zip, npy or JSON error
             raise RunRefused(f"{path}: damaged progress file ({type(e).__name__}: {e}); the run cannot resume "
                              "exactly: pass --overwrite to start afresh") from None
         self.done, self.steps = done, steps
         self.counts = counts if counts.size else None
         self.pending = {int(i): (line, ratio, int(n)) for i, line, ratio, n in pending}
+        in_files = self.steps - sum(n for _, _, n in self.pending.values())
+        # progress files of older runs have no steps per prompt: the finished manifest then has none either
+        self.prompt_steps = prompt_steps if prompt_steps is not None and len(prompt_steps) == done and \
+            sum(prompt_steps) == in_files else None
         self.sizes = sizes
         self._verify(old, info, crcs)
         self.crcs = crcs if crcs is not None else self._crcs_of_committed()
@@ -229,11 +237,15 @@ class RunWriter:
         self.manifest.setdefault(key, []).append({"at": now(), "prompts_done": len(self.completed), **entry})
 
     def commit(self, result_lines, ratio_text, counts, steps):
-        """Commit the next prompts in input order: their result lines and ratio rows, index counts, steps."""
+        """Commit the next prompts in input order: their result lines and ratio rows, index counts, steps (the
+        total, or a list: the steps of each prompt; a total of several prompts leaves the steps per prompt unknown)."""
         if self.pending:
             raise RuntimeError("commit() appends in input order; with pending prompts use commit_prompts()")
         self._add_counts(counts)
-        self.steps += int(steps)
+        per_prompt = list(map(int, steps)) if isinstance(steps, (list, tuple)) else \
+            [int(steps)] if len(result_lines) == 1 else None
+        self.steps += sum(per_prompt) if per_prompt is not None else int(steps)
+        self.prompt_steps = None if per_prompt is None or self.prompt_steps is None else self.prompt_steps + per_prompt
         self.done += len(result_lines)
         self._append("".join(line + "\n" for line in result_lines), ratio_text)
 
@@ -247,7 +259,9 @@ class RunWriter:
         self._add_counts(counts)
         result, ratio_rows = [], []
         while self.done in self.pending:
-            line, ratio, _ = self.pending.pop(self.done)
+            line, ratio, steps = self.pending.pop(self.done)
+            if self.prompt_steps is not None:
+                self.prompt_steps.append(steps)
             result.append(line + "\n")
             ratio_rows.append(ratio)
             self.done += 1
@@ -273,10 +287,11 @@ class RunWriter:
 
     def _commit_progress(self):
         pending = [[i, line, ratio, n] for i, (line, ratio, n) in sorted(self.pending.items())]
+        known = {} if self.prompt_steps is None else {"prompt_steps": np.asarray(self.prompt_steps, dtype=np.int64)}
         with writing_temp(self.paths["progress"]) as tmp, open(tmp, "wb") as f:
             np.savez(f, done=self.done, steps=self.steps, result_bytes=self.sizes["result"],
                      ratio_bytes=self.sizes["ratio"], result_crc32=self.crcs["result"], ratio_crc32=self.crcs["ratio"], pending=np.array(json.dumps(pending, ensure_ascii=False)),
-                     counts=self.counts if self.counts is not None else np.zeros(0, dtype=np.int64))
+                     counts=self.counts if self.counts is not None else np.zeros(0, dtype=np.int64), **known)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.paths["progress"])
@@ -314,6 +329,8 @@ class RunWriter:
             raise RuntimeError(f"prompts {sorted(self.pending)[:5]} are not in the files: a bug, please report it")
         write_atomic(self.paths["index"], index_line(self.counts))
         self.manifest.update(status="finished", finished=now(), prompts_done=self.done, counted_steps=self.steps)
+        if self.prompt_steps is not None:  # the ratio rows of each prompt (pim.api maps rows to prompts with them)
+            self.manifest["prompt_steps"] = self.prompt_steps
         write_manifest(self.paths["manifest"], self.manifest)
         self.paths["progress"].unlink()
         if self.paths is not self.final:

@@ -95,16 +95,17 @@ def draw_suppressed(summaries, labels, out, title, width_px=1200, height_px=800,
         if s is None:
             continue
         layers = np.arange(s.layers)
-        top.plot(layers, s.means["le_zero"], color=colour, marker="o", markersize=2.5, label=label)
+        top.plot(layers, s.means["le_zero"] * 100, color=colour, marker="o", markersize=2.5,
+                 label=f"{label} ({s.steps:,} counted steps)")
         if base is not None and s is not base and s.layers == base.layers:
             bottom.plot(layers, (s.means["le_zero"] - base.means["le_zero"]) * 100, color=colour, marker="o",
                         markersize=2.5, label=label)
     fig.suptitle(title, fontsize=13)
     top.set_title("suppressed share per layer: neurons with activation <= 0, mean over the counted steps", fontsize=9)
-    top.set_ylabel("suppressed share (le_zero)")
+    top.set_ylabel("neurons with activation <= 0 (%)")
     top.legend(fontsize=9)
     bottom.axhline(0, color="0.5", linewidth=1)
-    bottom.set_title(f"difference from {labels[0]}", fontsize=9)
+    bottom.set_title(f"difference from {labels[0]}: condition minus {labels[0]}", fontsize=9)
     bottom.set_ylabel("percentage points")
     bottom.set_xlabel("layer")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -127,8 +128,9 @@ def report(runs, data, name, out_dir, figures_dir, proportion=SELECT_PROPORTION,
     ms = measures(data, top)
     written = []
     figures = Path(figures_dir)
+    steps = [s.steps if s is not None else None for s in summaries]
     peak_png = draw_peaks([peaks(c, proportion) for c, _ in data], labels,
-                                  figures / f"{name}-peak.png", proportion, f"Most activated neurons · {title}")
+                          figures / f"{name}-peak.png", proportion, f"Most activated neurons · {title}", steps=steps)
     written.append(peak_png)
     suppressed_png = None
     if any(s is not None for s in summaries):
@@ -136,10 +138,10 @@ def report(runs, data, name, out_dir, figures_dir, proportion=SELECT_PROPORTION,
                                          f"Suppressed neurons · {title}")
         written.append(suppressed_png)
     heatmap_pngs = []
-    for run, label, (counts, _) in zip(runs, labels, data):
+    for run, label, (counts, _), n in zip(runs, labels, data, steps):
         png = figures / f"{run.out_name('heatmap')}.png"
         if heatmaps:
-            draw_heatmap(counts, png, title_of(run, label))
+            draw_heatmap(counts, png, title_of(run, label), steps=n)
             written.append(png)
         heatmap_pngs.append(png)
 

@@ -36,9 +36,10 @@ def plot_width(width_px):
 
 
 def draw(counts, out, title, width_px=WIDTH, height_px=HEIGHT, dpi=DPI, cmap=CMAP, log=LOG, agg=AGG,
-         from_zero=FROM_ZERO):
+         from_zero=FROM_ZERO, steps=None):
     """Draw counts [layers, width] to the PNG `out` of exactly width_px x height_px pixels; the colour scale
-    runs from the smallest to the largest value shown (the paper's), from 0 with from_zero, or is log."""
+    runs from the smallest to the largest value shown (the paper's), from 0 with from_zero, or is log.
+    steps: the run's counted steps, which the subtitle names (the largest count a neuron can have)."""
     layers, width = counts.shape
     if width == 0 or layers == 0:
         raise UserError(f"{title}: the index file holds no neurons")
@@ -80,11 +81,14 @@ def draw(counts, out, title, width_px=WIDTH, height_px=HEIGHT, dpi=DPI, cmap=CMA
         colorbar.formatter = THOUSANDS
     of = "" if largest == 1 else f"; {'mean' if agg == 'mean' else 'largest'} of a column's neurons"
     scale = ", log scale" if log else ", scale from 0" if from_zero else ", scale from the smallest to the largest"
-    colorbar.set_label("times activated (> 0)" + of + scale)
+    colorbar.set_label("counted steps with activation > 0" + of + scale)
     fig.text(0.5, 1 - 28 / h, title, ha="center", va="center", fontsize=13)
-    fig.text(0.5, 1 - 56 / h, f"{layers} layers x {width:,} neurons: how many counted steps each neuron's "
-             f"activation was > 0", ha="center", va="center", fontsize=10)
-    fig.text(LEFT / w, 22 / h, binning + " Layer 0 at the bottom.", ha="left", va="center", fontsize=10)
+    of_steps = "" if steps is None else f" of the run's {steps:,}"
+    fig.text(0.5, 1 - 56 / h, f"{layers} layers x {width:,} neurons: in how many counted steps{of_steps} each "
+             f"neuron's activation was > 0", ha="center", va="center", fontsize=10)
+    start = "" if log or from_zero or norm.vmin <= 0 else \
+        f" The colour scale starts at the smallest value shown, {norm.vmin:,.4g} (black), not at 0."
+    fig.text(LEFT / w, 22 / h, binning + " Layer 0 at the bottom." + start, ha="left", va="center", fontsize=10)
     return save_figure(fig, out, dpi)
 
 

@@ -23,13 +23,16 @@ def peaks(counts, proportion):
     return values, np.bincount(layers, minlength=counts.shape[0]), counts.size
 
 
-def draw(results, labels, out, proportion, title=None, width_px=WIDTH, height_px=HEIGHT, dpi=DPI):
-    """results: a peaks() triple per file. Writes the PNG `out` of exactly width_px x height_px pixels."""
+def draw(results, labels, out, proportion, title=None, width_px=WIDTH, height_px=HEIGHT, dpi=DPI, steps=None):
+    """results: a peaks() triple per file; steps: the counted steps of each (None where not known), which the
+    legend names: a count is out of them. Writes the PNG `out` of exactly width_px x height_px pixels."""
     fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi, layout="constrained")
     top, bottom = fig.subplots(2, 1)
     sizes = sorted({n for _, _, n in results})
-    for (values, per_layer, n), label, colour in zip(results, labels, line_colours(len(results))):
+    steps = list(steps) if steps is not None else [None] * len(results)
+    for (values, per_layer, n), label, colour, counted in zip(results, labels, line_colours(len(results)), steps):
         kept = f"{len(values):,} of {n:,} neurons" if len(sizes) > 1 else f"{len(values):,} neurons"
+        kept += "" if counted is None else f"; of {counted:,} counted steps"
         ranks = np.unique(np.linspace(0, len(values) - 1, min(len(values), POINTS)).astype(np.int64))
         top.plot(ranks + 1, values[ranks], color=colour, linewidth=1.5, label=f"{label} ({kept})")
         bottom.plot(np.arange(len(per_layer)), per_layer, color=colour, linewidth=1.5, marker="o",
@@ -40,7 +43,7 @@ def draw(results, labels, out, proportion, title=None, width_px=WIDTH, height_px
     top.set_title(f"top {share} ({of}) sorted by count; ties by layer, then neuron; neurons that never fired "
                   "left out", fontsize=9)
     top.set_xlabel("rank")
-    top.set_ylabel("times activated (> 0)")
+    top.set_ylabel("counted steps with activation > 0")
     top.set_xlim(left=0)
     top.set_ylim(bottom=0)
     top.legend(fontsize=9)
