@@ -253,7 +253,7 @@ def docs_folder(tmp_path_factory):
         infer_activate.main(common + ["--file", file, "--max-new-tokens", "6", "--batch-size", "2"])
     corpus_activate.main(common + ["--file", *names[2:], "--max-length", "16"])
     language_neurons.main(["--model", "gemma-3-270m", "--results-dir", str(results), "--prefix", "sample-corpus-",
-                           "--top-rate", "0.05"])
+                           "--top-rate", "0.05", "--min-tokens", "1"])
     return base
 
 

@@ -169,7 +169,8 @@ def test_the_language_neuron_bars_count_the_files_neurons(tmp_path, monkeypatch)
                        {"kind": "corpus", "positions": "all", "status": "finished", "tokens": tokens,
                         "settings": {"model_source": "x"}})
     figures = capture(monkeypatch, language_neurons)
-    language_neurons.main(["--results-dir", str(results), "--model", "m", "--top-rate", "0.1"])
+    language_neurons.main(["--results-dir", str(results), "--model", "m", "--top-rate", "0.1",
+                          "--min-tokens", "1"])  # the corpora of a few tens of tokens
     data = json.loads((results / "neurons" / "m-language-neurons.json").read_text())
     fig = figures["m-language-neurons.png"]
     ax = fig.axes[0]
