@@ -81,6 +81,7 @@ define DEMO
 	OMP_NUM_THREADS=1 $(PY) scripts/infer_activate.py --file sample-deu2eng --model $$model --overwrite \
 		--max-new-tokens $(3) --deactivate results/neurons/$$model-language-neurons.json:deu
 	$(MAKE) --no-print-directory eval REF=data/sample-deu2eng.ref.eng FILES="$(DEMO_FILES)"
+	@for model in $(1); do $(PY) analysis/report.py --model $$model || exit 1; done
 endef
 
 infer: patch ## generate for data/$(FILE).txt with $(MODEL), record (BATCH= MAX_NEW_TOKENS= DTYPE= NPROC= ARGS=)
@@ -177,6 +178,13 @@ lape: $(SETUP) ## language-specific neurons of $(MODEL) from its corpus runs int
 ppl: patch ## perplexity of each corpus with each language's neurons off: results/{tables,figures}/$(MODEL)-perplexity.* (LANGS= ARGS=)
 	$(PY) scripts/perplexity.py --model $(call q,MODEL) $(if $(value LANGS),--langs $(call qw,LANGS)) \
 		--max-length $(call q,MAX_LENGTH) --batch-size $(call q,BATCH) --dtype $(call q,DTYPE) $(ARGS)
+
+# --- the report: one self-contained HTML page per model (pim/report/) ---
+REPORT_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL))
+.PHONY: report
+
+report: $(SETUP) ## one page of a model's runs, analyses, neurons, perplexity, scores: results/report-$(MODEL).html (MODEL=; none: every model)
+	$(PY) analysis/report.py $(if $(REPORT_MODEL),--model '$(REPORT_MODEL)') $(ARGS)
 
 # --- benchmark ---
 bench: patch ## tokens/s with recording on vs stock in a few minutes, into results/benchmark.json (ARGS='--full', '--preset 7b', ...)

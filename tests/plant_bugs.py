@@ -320,6 +320,23 @@ MUTATIONS = [
     Mutation("suppressed-figure-not-percent", "pim/stats/comparison.py", "s.means[\"le_zero\"] * 100, color=colour",
              "s.means[\"le_zero\"], color=colour", "the comparison's suppressed share is drawn as a share under a "
              "percent axis", ("tests/test_figures.py::test_the_comparison_figures_show_percent_and_counted_steps",)),
+    # --- the report (pim/report/, make report) ---
+    Mutation("report-probabilities-shifted", "pim/report/neurons.py", "    for lang, file in zip(langs, files):",
+             "    for lang, file in zip(langs, files[1:] + files[:1]):",
+             "a neuron's bars show each language the next language's activation probability",
+             ("tests/test_report.py::test_the_numbers_on_the_page_against_numbers_by_hand",)),
+    Mutation("report-perplexity-transposed", "pim/report/tables_section.py",
+             "            value = perplexity.off[d].get(e)", "            value = perplexity.off.get(e, {}).get(d)",
+             "the perplexity matrix shows rows as columns (deactivated and evaluated swapped)",
+             ("tests/test_report.py::test_the_numbers_on_the_page_against_numbers_by_hand",)),
+    Mutation("report-comparison-unordered", "pim/report/build.py",
+             "key=lambda r: (r.model, condition_order(r)))", "key=lambda r: (r.model, r.file))",
+             "the comparison's reference is the first file by name (PiM before direct), not direct",
+             ("tests/test_report.py::test_the_numbers_on_the_page_against_numbers_by_hand",)),
+    Mutation("report-filter-ignores-layer", "pim/report/html.py", "    if((m=term.match(/^l?(\\\\d+)$/))) return layer===+m[1];",
+             "    if((m=term.match(/^l?(\\\\d+)$/))) return true;",
+             "the neuron filter box shows every layer when a layer is asked for (needs chromium: skipped without)",
+             ("tests/test_report_demo.py::test_the_tiny_demo_report_in_a_headless_browser",)),
 ]
 
 

@@ -329,18 +329,58 @@ def row_key(run):
 
 
 def table_columns(runs):
-    """[(header, csv name, value function, decimals, with difference)] of a test set's table."""
+    """[(header, csv name, value function, with difference)] of a test set's table."""
     if "bleu" in runs[0].scores:
-        cols = [("BLEU", "bleu", lambda s: s["bleu"], 2, True), ("chrF", "chrf", lambda s: s["chrf"], 2, True)]
+        cols = [("bleu", lambda s: s["bleu"], True), ("chrf", lambda s: s["chrf"], True)]
     else:
         labels = list(runs[0].scores["gold"])
-        cols = [("accuracy %", "accuracy", lambda s: s["accuracy"], 2, True),
-                ("unparsed %", "unparsed_share", lambda s: s["unparsed_share"], 2, False)]
-        cols += [(f"pred {lab}", f"predicted_{lab}", lambda s, lab=lab: s["predicted"][lab], 0, False)
-                 for lab in labels]
+        cols = [("accuracy", lambda s: s["accuracy"], True), ("unparsed_share", lambda s: s["unparsed_share"], False)]
+        cols += [(f"predicted_{lab}", lambda s, lab=lab: s["predicted"][lab], False) for lab in labels]
     if any("suppressed_share" in r.scores for r in runs):
-        cols.append(("suppressed %", "suppressed_share", lambda s: s.get("suppressed_share"), 2, True))
-    return cols
+        cols.append(("suppressed_share", lambda s: s.get("suppressed_share"), True))
+    return [(column_title(name), name, value, diff) for name, value, diff in cols]
+
+
+TITLES = {"bleu": "BLEU", "chrf": "chrF", "accuracy": "accuracy %", "unparsed_share": "unparsed %",
+          "suppressed_share": "suppressed %"}  # the Markdown header of each score's CSV column
+
+
+def column_title(name):
+    """The Markdown header of a score's CSV column: bleu -> BLEU, delta_chrf -> Δ chrF, predicted_x -> pred x."""
+    if name.startswith("delta_"):
+        return f"Δ {column_title(name[len('delta_'):])}"
+    return TITLES.get(name) or (f"pred {name[len('predicted_'):]}" if name.startswith("predicted_") else name)
+
+
+def score_text(name, value, signed=False):
+    """A score as the Markdown table shows it, from its CSV column name (delta_<name> for a difference):
+    2 decimals, counts of predicted labels none, the suppressed share in percent; '' where missing."""
+    if value is None:
+        return ""
+    name = name.removeprefix("delta_")
+    scale = 100 if name == "suppressed_share" else 1
+    decimals = 0 if name.startswith("predicted_") else 2
+    return f"{value * scale:{'+' if signed else ''}.{decimals}f}"
+
+
+CSV_ONLY = ("test_set", "model", "reference", "signatures")  # columns of the CSV that the Markdown table has not
+
+
+def shown_table(header, rows):
+    """(header, rows) of an evaluation table's CSV (as read: strings) as its Markdown table shows them."""
+    keep = [i for i, name in enumerate(header) if name not in CSV_ONLY]
+    shown = []
+    for row in rows:
+        cells = []
+        for i in keep:
+            name, cell = header[i], (row[i] if i < len(row) else "")
+            try:
+                number = None if name in ("condition", "file", "n") or cell == "" else float(cell)
+            except ValueError:
+                number = None
+            cells.append(cell if number is None else score_text(name, number, signed=name.startswith("delta_")))
+        shown.append(cells)
+    return [column_title(header[i]) for i in keep], shown
 
 
 def make_tables(test_set, model, runs):
@@ -350,7 +390,7 @@ def make_tables(test_set, model, runs):
     cols = table_columns(runs)
     header = ["condition", "file", "n"]
     csv_header = ["test_set", "model", "condition", "file", "n"]
-    for title, name, _, _, diff in cols:
+    for title, name, _, diff in cols:
         header += [title] + ([f"Δ {title}"] if diff else [])
         csv_header += [name] + ([f"delta_{name}"] if diff else [])
     md = [f"### {test_set} · {model}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -360,15 +400,14 @@ def make_tables(test_set, model, runs):
     for run in runs:
         cells, csv_cells = [run.condition.label, run.file, str(len(run.outputs))], \
             [test_set, model, run.condition.label, run.file, len(run.outputs)]
-        for title, name, value, decimals, diff in cols:
+        for title, name, value, diff in cols:
             v = value(run.scores)
-            scale = 100 if name == "suppressed_share" else 1
-            cells.append("" if v is None else f"{v * scale:.{decimals}f}")
+            cells.append(score_text(name, v))
             csv_cells.append("" if v is None else round(v, 6))
             if diff:
                 b = value(base.scores) if base is not None else None
                 d = None if v is None or b is None or run is base else v - b
-                cells.append("" if d is None else f"{d * scale:+.{decimals}f}")
+                cells.append(score_text(name, d, signed=True))
                 csv_cells.append("" if d is None else round(d, 6))
         md.append("| " + " | ".join(cells) + " |")
         sigs = [run.scores[k] for k in ("bleu_signature", "chrf_signature") if k in run.scores]
