@@ -7,7 +7,7 @@ import csv
 import io
 from pathlib import Path
 
-from pim.activation_files import write_atomic
+from pim.activation_files import FormatError, write_atomic
 
 
 def write_text(path, text):
@@ -54,3 +54,14 @@ def fmt(value, digits=4, signed=False):
         return "–"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
+
+def read_csv(path):
+    """(header, rows) of a CSV table the analyses wrote; a FormatError naming the file where it cannot be read."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise FormatError(f"{path}: not a readable CSV table ({e})") from None
+    if not rows:
+        raise FormatError(f"{path}: empty, no header")
+    return rows[0], rows[1:]

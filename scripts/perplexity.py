@@ -36,6 +36,14 @@ from pim.figures import save_figure
 from pim.models.deactivation import DeactivationError, load_deactivation, read_neurons
 from pim.models.names import run_model_name
 from pim.runs.teacher_forcing import encode, left_padded, load, nll_sum, read_texts
+from pim.stats.perplexity_table import (
+    HEADER,
+    Perplexity,
+    csv_rows,
+    ratio_matrix,
+    shown_rows,
+    times,
+)
 from pim.tables import csv_text, markdown_table, write_text
 
 
@@ -74,16 +82,6 @@ def perplexity(model, tokenizer, rows, batch_size):
     if not count:
         raise cli.UserError("no token to score (every text is a single token)")
     return math.exp(total / count), total / count, count
-
-
-def matrix(base, off, langs):
-    """[[ppl with D off / ppl as is]] rows D (deactivated), columns E (evaluated)."""
-    return [[off[d][e] / base[e] for e in langs] for d in langs]
-
-
-def times(ratio):
-    """A ratio as the figure writes it: ×0.97, ×4.15, ×13, ×1,030."""
-    return f"×{ratio:,.0f}" if ratio >= 10 else f"×{ratio:.2f}"
 
 
 def figure(ratios, langs, base, title, width, height, dpi):
@@ -157,35 +155,30 @@ def run(args):
     for lang in langs:
         rows[lang], cut = encode(tokenizer, texts[lang], args.max_length)
         print(f"{args.prefix}{lang}: {len(rows[lang])} texts, {cut} cut to {args.max_length} tokens", file=sys.stderr)
-    base, off, tokens, table = {}, {d: {} for d in langs}, {}, []
+    table, nll = Perplexity(list(langs), {}, {d: {} for d in langs}, {}), {}
     with tqdm(total=len(langs) * (len(langs) + 1), desc="perplexity", unit="pass") as bar:
         for lang in langs:
-            base[lang], nll, tokens[lang] = perplexity(model, tokenizer, rows[lang], args.batch_size)
-            table.append(["none", lang, tokens[lang], repr(nll), repr(base[lang]), repr(0.0), repr(1.0)])
+            table.base[lang], nll["none", lang], table.tokens[lang] = perplexity(model, tokenizer, rows[lang],
+                                                                                args.batch_size)
             bar.update()
         for d in langs:
             start_recording(model, positions="last", deactivate=offs[d])
             try:
                 for e in langs:
-                    off[d][e], nll, _ = perplexity(model, tokenizer, rows[e], args.batch_size)
-                    table.append([d, e, tokens[e], repr(nll), repr(off[d][e]), repr(off[d][e] - base[e]),
-                                  repr(off[d][e] / base[e])])
+                    table.off[d][e], nll[d, e], _ = perplexity(model, tokenizer, rows[e], args.batch_size)
                     bar.update()
             finally:
                 model.stop_activation_recording()
                 model.activation_recorder = None
-    ratios = matrix(base, off, langs)
     stem = f"{name}-perplexity"
-    header = ["deactivated", "evaluated", "tokens", "mean NLL", "perplexity", "change", "ratio"]
-    md_rows = [["none"] + [f"{base[e]:.4f}" for e in langs]] + \
-              [[d] + [f"{off[d][e]:.4f} ({times(off[d][e] / base[e])})" for e in langs] for d in langs]
     md = (f"Perplexity per evaluated language (columns), as is and with each language's neurons off (rows; in "
           f"brackets the ratio to the perplexity as is). Neurons: {neurons}; texts cut to {args.max_length} tokens.\n\n"
-          + markdown_table(["deactivated \\ evaluated"] + langs, md_rows))
-    written = [write_text(results / "tables" / f"{stem}.csv", csv_text(header, table)),
+          + markdown_table(["deactivated \\ evaluated"] + langs, shown_rows(table)))
+    written = [write_text(results / "tables" / f"{stem}.csv", csv_text(HEADER, csv_rows(table, nll))),
                write_text(results / "tables" / f"{stem}.md", md)]
     title = f"Perplexity when a language's neurons are switched off, relative to as is · {name}"
-    written.append(draw(ratios, langs, base, results / "figures" / f"{stem}.png", title, args.width, args.height,
+    written.append(draw(ratio_matrix(table), langs, table.base, results / "figures" / f"{stem}.png", title,
+                        args.width, args.height,
                         args.dpi))
     print(md)
     print("wrote " + ", ".join(map(str, written)))

@@ -99,12 +99,12 @@ def test_the_numbers_on_the_page_against_numbers_by_hand(tmp_path):
     bars = [re.findall(r"<title>(\w+): ([\d.]+)</title>", body) for *_, body in entries]
     assert bars == [[("deu", "0.9000"), ("fra", "0.1250")], [("deu", "0.1000"), ("fra", "1.0000")],
                     [("deu", "0.8000"), ("fra", "0.2500")]]
-    # deu's neurons off: deu's text 10 -> 25
-    assert "deu neurons off: perplexity of deu 10.0000 &rarr; 25.0000 (+15.0000)" in entries[0][3]
-    assert "fra neurons off: perplexity of fra 20.0000 &rarr; 60.0000 (+40.0000)" in entries[1][3]
+    # deu's neurons off: deu's text 10 -> 25, x2.5; the ratios off / as is: 25/10, 21/20, 11/10, 60/20
+    assert "deu neurons off: perplexity of deu 10.0000 &rarr; 25.0000 (×2.50)" in entries[0][3]
+    assert "fra neurons off: perplexity of fra 20.0000 &rarr; 60.0000 (×3.00)" in entries[1][3]
     assert rows_of(html, "deactivated \\ evaluated") == [
-        ["none", "10.0000", "20.0000"], ["deu", "25.0000 (+15.0000)", "21.0000 (+1.0000)"],
-        ["fra", "11.0000 (+1.0000)", "60.0000 (+40.0000)"]]
+        ["none", "10.0000", "20.0000"], ["deu", "25.0000 (×2.50)", "21.0000 (×1.05)"],
+        ["fra", "11.0000 (×1.10)", "60.0000 (×3.00)"]]
     assert "no table" in html and "m-language-neurons.csv" in html  # make lape's tables were not written
     assert tables_of(html, "condition")[1] == [["direct", "t-deu2eng", "2", "12.35", "", "40.00", ""],
                                              ["PiM-1", "t-GPT4-deu_spa2eng", "2", "13.35", "+1.00", "39.50", "-0.50"]]

@@ -8,8 +8,9 @@ from pim.activation_files import FormatError, write_atomic
 from pim.models.deactivation import DeactivationError, read_neurons
 from pim.report import analyses_section, neurons, runs_section, tables_section
 from pim.report.html import page
-from pim.report.sources import eval_tables, read_perplexity, runs_of
+from pim.report.sources import eval_tables, runs_of
 from pim.runs.names import condition_order
+from pim.stats.perplexity_table import read_perplexity
 
 
 def build(results_dir, model, examples=None, progress=None, max_neurons=neurons.MAX_ENTRIES):

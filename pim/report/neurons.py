@@ -8,6 +8,7 @@ from pim.report.charts import probability_bars
 from pim.report.html import esc, note
 from pim.runs.corpus_files import read_corpus_run
 from pim.stats import lape
+from pim.stats.perplexity_table import times
 
 CONTEXTS_PENDING = "top contexts: not yet (make examples)"  # each entry's slot while there are none
 MAX_ENTRIES = 3000  # entries at most (about 1.7 kB each): those of lowest LAPE; a 1% selection of BLOOM-176B has 40,000
@@ -89,7 +90,7 @@ def effect_html(langs, perplexity):
         base = perplexity.base.get(lang) if perplexity else None
         if off is not None and base is not None:
             lines.append(f"{esc(lang)} neurons off: perplexity of {esc(lang)} {base:.4f} &rarr; {off:.4f} "
-                         f"({off - base:+.4f})")
+                         f"({times(off / base)})")
     return "".join(f'<div class="effect">{line}</div>' for line in lines)
 
 

@@ -4,7 +4,6 @@ manifests, and the files the analyses wrote (results/figures, results/tables, re
 A model's runs are its own and those made with neurons switched off: MODEL `<m>-off-<lang>` (or `-off-all`,
 pim/models/deactivation.run_suffix) belongs to model `<m>`. Nothing here runs a model or writes a file.
 """
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,15 @@ from pathlib import Path
 from pim.activation_files import FormatError
 from pim.runs.checks import load_manifest
 from pim.runs.corpus_files import KIND as CORPUS_KIND
-from pim.runs.names import KINDS, Run, condition_order, find_runs, split_name, with_files
+from pim.runs.names import (
+    KINDS,
+    Run,
+    condition_order,
+    find_runs,
+    split_name,
+    with_files,
+)
+from pim.tables import read_csv
 
 OFF = re.compile(r"-off-[A-Za-z0-9_]+$")  # the MODEL suffix of a run with neurons switched off
 
@@ -95,18 +102,6 @@ def runs_of(results_dir, model):
     return sorted(mine, key=lambda i: (i.kind != "generation", i.run.model, condition_order(i.run)))
 
 
-def read_csv(path):
-    """(header, rows) of a CSV table the analyses wrote; a FormatError naming the file where it cannot be read."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise FormatError(f"{path}: not a readable CSV table ({e})") from None
-    if not rows:
-        raise FormatError(f"{path}: empty, no header")
-    return rows[0], rows[1:]
-
-
 def eval_tables(results_dir, model, runs):
     """The evaluation tables (results/tables/eval-*.csv) with a row of `model` or of its runs with neurons off."""
     known = {info.run.model: info.base_model for info in runs}
@@ -124,33 +119,3 @@ def eval_tables(results_dir, model, runs):
         elif col is None and path.stem.endswith(f"-{model}"):
             out.append((path, header, rows))
     return sorted(out, key=lambda t: (t[0].stem.endswith(f"-{model}") is False, t[0].name))
-
-
-@dataclass
-class Perplexity:
-    """The perplexity table of make ppl (scripts/perplexity.py writes it): rows none and each deactivated
-    language, columns the evaluated languages."""
-    languages: list  # evaluated, in the table's order
-    base: dict  # {evaluated: perplexity as is}
-    off: dict  # {deactivated: {evaluated: perplexity with its neurons off}}
-    tokens: dict  # {evaluated: scored tokens}
-
-
-def read_perplexity(path):
-    """The Perplexity of results/tables/<MODEL>-perplexity.csv; a FormatError naming the file and line."""
-    header, rows = read_csv(path)
-    want = ["deactivated", "evaluated", "tokens", "mean NLL", "perplexity", "change"]
-    if header[:len(want)] != want:
-        raise FormatError(f"{path}: not a perplexity table (header {','.join(header)})")
-    table = Perplexity([], {}, {}, {})
-    for number, row in enumerate(rows, start=2):
-        try:
-            off, lang, tokens, ppl = row[0], row[1], int(row[2]), float(row[4])
-        except (IndexError, ValueError):
-            raise FormatError(f"{path}:{number}: not a row of a perplexity table") from None
-        if off == "none":
-            table.languages.append(lang)
-            table.base[lang], table.tokens[lang] = ppl, tokens
-        else:
-            table.off.setdefault(off, {})[lang] = ppl
-    return table

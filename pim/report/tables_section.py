@@ -4,7 +4,8 @@ from pim.activation_files import FormatError
 from pim.eval.evaluation import shown_table
 from pim.report.charts import figure
 from pim.report.html import esc, key_values, note, table
-from pim.report.sources import read_csv
+from pim.stats.perplexity_table import shown_rows
+from pim.tables import read_csv
 
 
 def csv_table(path, missing_hint, **options):
@@ -49,22 +50,14 @@ def fmt_p(value):
 
 def perplexity_section(perplexity, path, figures_dir, model):
     """The matrix of make ppl as its Markdown shows it: rows the deactivated language (none: as is),
-    columns the evaluated text; the change in brackets, a language's own cell bold."""
+    columns the evaluated text; the ratio to as is in brackets, a language's own cell bold."""
     langs = perplexity.languages
-    rows = [["none"] + [f"{perplexity.base[e]:.4f}" for e in langs]]
-    bold = set()
-    for i, d in enumerate(perplexity.off, start=1):
-        cells = [d]
-        for j, e in enumerate(langs, start=1):
-            value = perplexity.off[d].get(e)
-            cells.append("–" if value is None else f"{value:.4f} ({value - perplexity.base[e]:+.4f})")
-            if d == e:
-                bold.add((i, j))
-        rows.append(cells)
+    rows = shown_rows(perplexity)
+    bold = {(i, j) for i, d in enumerate(perplexity.off, start=1) for j, e in enumerate(langs, start=1) if d == e}
     tokens = ", ".join(f"{e} {perplexity.tokens[e]:,}" for e in langs)
     return "\n".join([
         f"<p>Perplexity of each language's corpus (columns) as is and with each language's neurons switched "
-        f"off (rows); in brackets the change. Scored tokens: {esc(tokens)}. From <code>{esc(path)}</code>.</p>",
+        f"off (rows); in brackets the ratio to the perplexity as is. Scored tokens: {esc(tokens)}. From <code>{esc(path)}</code>.</p>",
         table(["deactivated \\ evaluated"] + langs, rows, sortable=False, bold=bold),
         figure(figures_dir / f"{model}-perplexity.png", "change in perplexity", "run `make ppl`")])
 
