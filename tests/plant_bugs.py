@@ -338,6 +338,22 @@ MUTATIONS = [
              "    if((m=term.match(/^l?(\\\\d+)$/))) return true;",
              "the neuron filter box shows every layer when a layer is asked for (needs chromium: skipped without)",
              ("tests/test_report_demo.py::test_the_tiny_demo_report_in_a_headless_browser",)),
+    # --- neuron examples (make examples) ---
+    Mutation("examples-ties-late-line", "pim/runs/example_topk.py", "for key, descending in ((line, False),",
+             "for key, descending in ((line, True),",
+             "neuron examples of equal value: the later line first",
+             ("tests/test_neuron_examples.py::test_examples_equal_the_hook_reference",)),
+    Mutation("examples-batch-ties-late", "pim/runs/example_topk.py", "rows = torch.argsort(lines)  #",
+             "rows = torch.argsort(lines, descending=True)  #",
+             "a batch's own top k takes the later lines first among equal values (then lost to the merge)",
+             ("tests/test_neuron_examples.py::test_any_batching_and_a_resume_give_the_same_examples",)),
+    Mutation("examples-pads-counted", "pim/runs/example_topk.py",
+             "keys = keys.masked_fill(~mask.reshape(1, -1), torch.iinfo(torch.int64).min)", "",
+             "the pads of a left-padded batch are candidates of the neuron examples",
+             ("tests/test_neuron_examples.py::test_examples_equal_the_hook_reference",)),
+    Mutation("examples-tokens-unchecked", "pim/runs/examples.py", "    if tokens != corpus.tokens:",
+             "    if False:", "the examples read other tokens than the corpus run counted, unnoticed",
+             ("tests/test_neuron_examples.py::test_refusals",)),
 ]
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from pim.activation_files import index_line, ratio_lines
 from pim.report import charts, neurons
 from pim.report.build import build
+from pim.runs.example_files import Example
 from pim.runs.names import write_manifest
 
 sys.path.insert(0, str(ROOT / "analysis"))
@@ -155,9 +156,8 @@ def test_a_run_whose_files_disagree_is_shown_with_the_check_not_an_error(tmp_pat
 
 
 def test_top_contexts_are_shown_with_the_top_token_marked():
-    examples = [{"value": 3.25, "corpus": "corpus-deu", "line": 7, "position": 2, "tokens": ["Das", " <b>", " Wetter"],
-                 "top": 1},
-                {"value": 0.5, "corpus": "corpus-fra", "line": 0, "position": 9, "tokens": ["Il", " fait"], "top": 5}]
+    examples = [Example(3.25, "corpus-deu", 7, 2, ["Das", " <b>", " Wetter"], 1, [4, 5, 6]),
+                Example(0.5, "corpus-fra", 1, 9, ["Il", " fait"], 5, [7, 8])]
     html = neurons.contexts_html(examples)
     assert html.count("<li>") == 2
     assert '<span class="tok">Das</span><span class="tok top"> &lt;b&gt;</span><span class="tok"> Wetter</span>' in html
@@ -170,7 +170,7 @@ def test_top_contexts_are_shown_with_the_top_token_marked():
 def test_examples_given_go_into_their_neurons_slots(tmp_path):
     results = tmp_path / "results"
     write_results(results)
-    example = {"value": 1.5, "corpus": "corpus-fra", "line": 3, "position": 4, "tokens": ["a", "b"], "top": 0}
+    example = Example(1.5, "corpus-fra", 3, 4, ["a", "b"], 0, [1, 2])
     html, _ = build(results, "m", examples={(0, 1): [example]})
     slots = re.findall(r'data-index="(\d)".*?<div class="contexts" data-slot="top-contexts">(.*?)</div>', html, re.S)
     assert [(n, "corpus-fra:3" in body, "no top contexts" in body) for n, body in slots] == [

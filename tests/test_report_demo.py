@@ -2,6 +2,7 @@
 folder): its tables read as the Markdown tables of make plots, ppl and eval, and the page in a real headless
 browser (chromium, driven by playwright): no console error, no request leaving the file, every section, a
 working filter box. The browser test skips where chromium or playwright is not installed (docs/testing.md)."""
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ def tiny_demo(tmp_path_factory):
     import evaluate
     import infer_activate
     import language_neurons
+    import neuron_examples
     import perplexity
     import plot_all
     import report
@@ -45,13 +47,37 @@ def tiny_demo(tmp_path_factory):
     corpus_activate.main(common + ["--file", *[f"sample-corpus-{lang}" for lang in LANGS], "--max-length", "12"])
     language_neurons.main(["--results-dir", str(results), "--model", "tiny-bloom", "--prefix", "sample-corpus-",
                            "--top-rate", "0.05"])
+    neuron_examples.main(common + ["--batch-size", "3"])
     perplexity.main(common + ["--prefix", "sample-corpus-", "--max-length", "12"])
     infer_activate.main(common + ["--file", "sample-deu2eng", "--max-new-tokens", "6", "--deactivate",
                                   f"{results}/neurons/tiny-bloom-language-neurons.json:deu"])
     assert evaluate.main(["--results-dir", str(results), "--ref", str(data / "sample-deu2eng.ref.eng"), "--files",
                           *DEMO_FILES, "--offline"]) == 0
     report.main(["--results-dir", str(results), "--model", "tiny-bloom"])
-    return results, results / "report-tiny-bloom.html"
+    return results, results / "report-tiny-bloom.html", model
+
+
+def top_context_reference(model_dir, layer, neuron, files, max_length=12):
+    """(value, "corpus:line position p") of the neuron's largest activation over the corpora, each text alone
+    (no padding), with forward hooks on the stock model's activation modules; ties: earlier corpus, line,
+    position (docs/formats.md)."""
+    import torch
+    from hook_reference import activation_modules
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    seen = {}
+    activation_modules(model)[layer].register_forward_hook(lambda m, a, out: seen.__setitem__("out", out))
+    found = []
+    for c, file in enumerate(files):
+        for line, text in enumerate((ROOT / "data" / f"{file}.txt").read_text(encoding="utf-8").splitlines(), 1):
+            if text.strip():
+                with torch.no_grad():
+                    model(input_ids=torch.tensor([tok(text.strip()).input_ids[:max_length]]))
+                found += [(-float(v), c, line, p) for p, v in enumerate(seen["out"][0, :, neuron])]
+    value, c, line, p = min(found)
+    return -value, f"{files[c]}:{line} position {p}"
 
 
 class Tables(HTMLParser):
@@ -102,7 +128,7 @@ def markdown_tables(path):
 
 
 def test_the_report_shows_the_markdown_tables_of_plots_ppl_and_eval_cell_for_cell(tiny_demo):
-    results, path = tiny_demo
+    results, path, _ = tiny_demo
     html_tables = page_tables(path)
     tables = results / "tables"
     expected = [markdown_tables(tables / "compare-sample-deu2eng-tiny-bloom.md")[0],  # the comparison's summary
@@ -122,7 +148,7 @@ def test_the_tiny_demo_report_in_a_headless_browser(tiny_demo, tmp_path):
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"no chromium at {CHROMIUM} (apt-get install -y chromium; docs/testing.md)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="no playwright (pip install -r requirements.txt)")
-    _, path = tiny_demo
+    results, path, model_dir = tiny_demo
     copy = tmp_path / "elsewhere" / path.name  # the page alone, away from the results it was built from
     copy.parent.mkdir()
     shutil.copy(path, copy)
@@ -160,6 +186,13 @@ def test_the_tiny_demo_report_in_a_headless_browser(tiny_demo, tmp_path):
             assert page.locator(".neuron:visible").count() == 0
             page.fill("#neuron-filter", "")
             assert page.locator(".neuron:visible").count() == total
+            first = page.locator(".neuron").first  # its top context against a hook reference
+            layer, index = int(first.get_attribute("data-layer")), int(first.get_attribute("data-index"))
+            files = json.loads((results / "neurons" / "tiny-bloom-language-neurons.json").read_text())["files"]
+            value, where = top_context_reference(model_dir, layer, index, files)
+            assert first.locator(".ctx-where").first.text_content() == where
+            assert float(first.locator(".ctx-value").first.text_content()) == pytest.approx(value, rel=1e-3)
+            assert first.locator(".tok.top").count() >= 1
             header = page.locator("#runs table thead th").first  # sorting by a click on a header
             header.click()
             files = page.locator("#runs table tbody tr td:first-child").all_text_contents()

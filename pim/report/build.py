@@ -1,5 +1,6 @@
 """One model's report: the sections whose runs and files exist, and a list of what is missing with the
 command that makes it. Reads the results folder only (pim/report/sources.py); never runs a model."""
+import hashlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -9,13 +10,16 @@ from pim.models.deactivation import DeactivationError, read_neurons
 from pim.report import analyses_section, neurons, runs_section, tables_section
 from pim.report.html import page
 from pim.report.sources import eval_tables, runs_of
+from pim.runs.checks import load_manifest
+from pim.runs.example_files import examples_paths, read_examples
 from pim.runs.names import condition_order
 from pim.stats.perplexity_table import read_perplexity
 
 
 def build(results_dir, model, examples=None, progress=None, max_neurons=neurons.MAX_ENTRIES):
-    """(html of the page, [section titles]) of `model`'s report. examples: None, or the neurons' top
-    contexts {(layer, neuron): [context dicts]} (pim.report.neurons.contexts_html); progress: None or a
+    """(html of the page, [section titles]) of `model`'s report. examples: the neurons' top contexts
+    {(layer, neuron): [Example]} (pim.report.neurons.contexts_html), None: those of `make examples` where they
+    are for the model's neuron file (neuron_examples); progress: None or a
     function that takes a line saying what is being read; max_neurons: neuron entries at most (None: all)."""
     results = Path(results_dir)
     infos = runs_of(results, model)
@@ -74,6 +78,10 @@ def lape_sections(results, model, examples, progress, max_neurons, sections, mis
     else:
         missing.append(f"no language-specific neurons ({neuron_file}): `make corpus FILE=corpus-<lang> MODEL={model}` "
                        f"for two languages or more, then `make lape MODEL={model}`")
+    if data is not None and examples is None:
+        examples, problem = neuron_examples(results, model, neuron_file)
+        if problem:
+            missing.append(problem)
     if data is not None:
         if progress:
             progress("reading the corpus runs of the language-specific neurons")
@@ -86,6 +94,23 @@ def lape_sections(results, model, examples, progress, max_neurons, sections, mis
                          tables_section.perplexity_section(perplexity, ppl_path, figures, model)))
     else:
         missing.append(ppl_problem or f"no perplexity table ({ppl_path}): `make ppl MODEL={model}` (after make lape)")
+
+
+def neuron_examples(results, model, neuron_file):
+    """({(layer, neuron): [Example]} of make examples, or None; what is missing or wrong, or None). Examples
+    of another neuron file than the one on the page (make lape ran again since) are not shown."""
+    paths = examples_paths(results, model)
+    if not paths["examples"].is_file():
+        return None, (f"no neuron examples ({paths['examples']}): `make examples MODEL={model}` (after make lape)")
+    manifest = load_manifest(paths["manifest"]) or {}
+    made_for = (manifest.get("settings") or {}).get("neurons_sha256")
+    if made_for != hashlib.sha256(neuron_file.read_bytes()).hexdigest():
+        return None, (f"the neuron examples {paths['examples']} are not of {neuron_file} (make lape ran again "
+                      f"since?): `make examples MODEL={model} ARGS=--overwrite`")
+    try:
+        return {(n.layer, n.neuron): n.examples for n in read_examples(paths["examples"])}, None
+    except FormatError as e:
+        return None, f"neuron examples: {e}"
 
 
 def write_report(results_dir, model, out=None, examples=None, progress=None, max_neurons=neurons.MAX_ENTRIES):

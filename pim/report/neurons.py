@@ -57,22 +57,22 @@ def entries(data, limit=None):
 
 
 def contexts_html(examples):
-    """A neuron's top activating contexts (make examples): examples is a list of dicts {"value": float,
-    "corpus": str, "line": int, "position": int, "tokens": [str, ...], "top": int (index into tokens of the
-    top token)}, best first; each is shown as its window of tokens with the top token marked, and its value.
-    None: the slot says that there are none yet."""
+    """A neuron's top activating contexts (make examples): examples is a list of pim.runs.example_files.Example
+    (value, corpus, line, position, tokens: the decoded window, at: the index of the top token in it), best
+    first; each is shown as its window of tokens with the top token marked, and its value. None: the slot says
+    that there are none yet."""
     if examples is None:
         return f'<div class="contexts" data-slot="top-contexts">{esc(CONTEXTS_PENDING)}</div>'
     if not examples:
         return '<div class="contexts" data-slot="top-contexts">no top contexts recorded for this neuron</div>'
     items = []
     for ex in examples:
-        tokens, top = list(ex.get("tokens") or []), ex.get("top")
+        tokens, top = list(ex.tokens), ex.at
         spans = "".join(f'<span class="tok{" top" if i == top else ""}">{esc(t)}</span>' for i, t in enumerate(tokens))
         if not isinstance(top, int) or not 0 <= top < len(tokens):
             spans += f' <span class="error">(top token {esc(top)} is not in the window)</span>'
-        where = f"{ex.get('corpus', '?')}:{ex.get('line', '?')} position {ex.get('position', '?')}"
-        items.append(f'<li><span class="ctx-value">{value_text(ex.get("value"))}</span>'
+        where = f"{ex.corpus}:{ex.line} position {ex.position}"
+        items.append(f'<li><span class="ctx-value">{value_text(ex.value)}</span>'
                      f'<span class="ctx-where">{esc(where)}</span><span class="ctx">{spans}</span></li>')
     return (f'<div class="contexts" data-slot="top-contexts">top contexts (activation of the marked token)'
             f'<ol>{"".join(items)}</ol></div>')
