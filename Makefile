@@ -184,11 +184,10 @@ ppl: patch ## perplexity of each corpus with each language's neurons off: result
 		--max-length $(call q,MAX_LENGTH) --batch-size $(call q,BATCH) --dtype $(call q,DTYPE) $(ARGS)
 
 # --- the report: one self-contained HTML page per model (pim/report/) ---
-REPORT_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL))
 .PHONY: report
 
 report: $(SETUP) ## one page of a model's runs, analyses, neurons, perplexity, scores: results/report-$(MODEL).html (MODEL=; none: every model)
-	$(PY) analysis/report.py $(if $(REPORT_MODEL),--model '$(REPORT_MODEL)') $(ARGS)
+	$(PY) analysis/report.py $(if $(call GIVEN,MODEL),--model $(call q,MODEL)) $(ARGS)
 
 # --- benchmark ---
 bench: patch ## tokens/s with recording on vs stock in a few minutes, into results/benchmark.json (ARGS='--full', '--preset 7b', ...)

@@ -169,6 +169,9 @@ def test_4_make_passes_every_variable_to_the_scripts_intact_and_runs_nothing_els
          {"--src": [value], "--name": [value]}),
         (["patch", f"TRANSFORMERS_SRC={value}"], "scripts/patch_transformers.py", {"--src": [value]}),
         (["demo", f"DEMO_NEW_TOKENS={value}"], "scripts/infer_activate.py", {"--max-new-tokens": [value]}),
+        (["examples", f"MODEL={value}", f"BATCH={value}", f"DTYPE={value}"], "scripts/neuron_examples.py",
+         {"--model": [value], "--batch-size": [value], "--dtype": [value]}),
+        (["report", f"MODEL={value}"], "analysis/report.py", {"--model": [value]}),
     ]
     cases += [(["infer"], "scripts/infer_activate.py", {"--file": ["sample-deu2eng"], "--model": ["tiny-bloom"],
                                                         "--batch-size": ["8"], "--dtype": ["auto"]}),  # the defaults
