@@ -25,5 +25,6 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_refused(tiny_model_dirs, d
     assert done.returncode == 1, done.stderr[-500:]
     last = done.stderr.strip().splitlines()[-1]
     assert "do not fit its config" in last and what in last and "Traceback" not in done.stderr
+    assert "LOAD REPORT" not in done.stderr, done.stderr[-2000:]  # the one line, without transformers' table above
     assert not results.exists() or not any(p for p in results.iterdir() if not p.name.startswith(".")), \
         "nothing is written"

@@ -18,7 +18,7 @@ from pathlib import Path
 from pim.cli import UserError
 from pim.models.architectures import CONVERSION, HOOKS, PATCH, by_type, recorded_by
 from pim.models.names import NotConverted, model_names, resolve_model
-from pim.models.weights import weights_problem
+from pim.models.weights import load_report_held, weights_problem
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: models/ is beside pim/ (installed in editable mode)
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bfloat16 on a GPU, float32 on the CPU
@@ -185,9 +185,13 @@ def load_weights(options, source, found, dtype, device_map, max_memory):
     from transformers import AutoModelForCausalLM
 
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map=device_map,
-                                                           max_memory=max_memory, offload_folder=options.offload_folder,
-                                                           output_loading_info=True)
+        with load_report_held() as release:  # a refusal below is one line, without transformers' table above it
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, device_map=device_map, max_memory=max_memory,
+                offload_folder=options.offload_folder, output_loading_info=True)
+            problem = weights_problem(info, source)
+            if not problem:
+                release()
     except Exception as e:  # noqa: BLE001 -- whatever goes wrong while loading, one line naming the model
         if is_oom(e):
             raise UserError(f"model {options.model!r} does not fit into memory ({one_line(e)}): give it more devices "
@@ -195,7 +199,6 @@ def load_weights(options, source, found, dtype, device_map, max_memory):
         where = f" with --device-map {options.device_map!r}" + (f" --max-memory {options.max_memory!r}"
                                                                 if options.max_memory else "")
         raise UserError(not_loadable(options.model, source, found, "weights" + where, e)) from None
-    problem = weights_problem(info, source)
     if problem:
         raise UserError(f"model {options.model!r}: {problem}")
     model.eval()
