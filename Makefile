@@ -22,7 +22,7 @@ SRC_FLAG = $(if $(value TRANSFORMERS_SRC),--src $(call q,TRANSFORMERS_SRC))
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
-.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench convert-qwen1 convert-gguf fetch-models corpus lape examples ppl
+.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench gpu-check convert-qwen1 convert-gguf fetch-models corpus lape examples ppl
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -192,6 +192,9 @@ report: $(SETUP) ## one page of a model's runs, analyses, neurons, perplexity, s
 # --- benchmark ---
 bench: patch ## tokens/s with recording on vs stock in a few minutes, into results/benchmark.json (ARGS='--full', '--preset 7b', ...)
 	$(PY) scripts/benchmark.py $(ARGS)
+
+gpu-check: patch ## on an H100/H200: 7B-class models in bf16, recording vs a hook reference, speed at batch 1 and 16, results/gpu-check.json (ARGS=--tiny: CPU)
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 test: patch ## set up everything and run the test suite
 	$(PY) -m pytest -q $(ARGS)

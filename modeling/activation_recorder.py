@@ -140,7 +140,7 @@ class ActivationRecorder:
         self._position_counts = [None] * num_layers  # positions="all": per layer int64 [width], this call
         self._position_mask = None  # positions="all": bool [batch, seq, 1] of this forward call's counted positions
         self._position_thresholds = {}  # positions="all": the mask as comparison thresholds, per device and dtype
-        self._tokens = None  # positions="all": counted positions of this call (a device scalar)
+        self._tokens = None  # positions="all": counted positions of this call (a device scalar, or an int)
         self._finished = None  # positions="all", in generate: rows that have emitted EOS
         self._positions_eos = None  # positions="all": the open call's EOS ids on the input device
         self.width = None
@@ -194,8 +194,8 @@ class ActivationRecorder:
             mask = ~self._finished[:, None] if mask is None else mask & ~self._finished[:, None]
         self._position_mask = None if mask is None else mask[..., None]
         self._position_thresholds = {}  # _count_positions: per (device, dtype) of this forward call
-        counted = torch.tensor(length * len(input_ids if input_ids is not None else attention_mask), device=device) \
-            if mask is None else mask.sum()
+        # every position counts: a Python int (a tensor made from it on a GPU would be a copy that waits for the GPU)
+        counted = length * len(input_ids if input_ids is not None else attention_mask) if mask is None else mask.sum()
         self._tokens = counted if self._tokens is None else self._tokens + counted
 
     def _count_positions(self, layer, activation):

@@ -249,8 +249,9 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def build_model(arch, preset_name, seed):
-    """A random-init model of `arch` from the preset's config, on the preset's device, in eval mode."""
+def build_model(arch, preset_name, seed, dtype=None):
+    """A random-init model of `arch` from the preset's config, on the preset's device, in eval mode; in the
+    preset's dtype, or `dtype` (a name: "bfloat16")."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -259,7 +260,7 @@ def build_model(arch, preset_name, seed):
     preset = PRESETS[preset_name]
     torch.manual_seed(seed)
     with torch.device(preset["device"]):
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, preset["dtype"]))
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype or preset["dtype"]))
     check_patched(model)
     return model.eval()
 
@@ -267,7 +268,8 @@ def build_model(arch, preset_name, seed):
 def check_patched(model):
     if not hasattr(model, "start_activation_recording"):
         sys.exit(f"error: {type(model).__name__} has no activation recorder: this is not the patched "
-                 "transformers. Run `make patch` (or `make bench`, which does).")
+                 "transformers. Run `make patch` (or `make bench`, which does), or drop the patched files into an "
+                 "installed transformers (docs/gpu.md).")
 
 
 def load_real_model(name, preset_name):
@@ -335,16 +337,18 @@ def real_prompt_ids(tokenizer, batch, length, eos):
     return rows
 
 
-def generate(model, ids, mask, new_tokens, recording):
+def generate(model, ids, mask, new_tokens, recording, deactivate=None):
     """One generate call of exactly new_tokens tokens; returns (wall seconds, CPU seconds, new token ids).
 
-    recording: False (stock), True or "patch" (the patched recorder), "hooks" (forward hooks).
+    recording: False (stock), True or "patch" (the patched recorder), "hooks" (forward hooks); deactivate: the
+    recorder's {layer: neuron ids} to switch off. On a GPU the clock starts and stops with the device idle.
     """
     import torch
 
     eos, pad = special_ids(model)
     if recording:
-        recorder = model.start_activation_recording(attach="hooks" if recording == "hooks" else "patch")
+        recorder = model.start_activation_recording(attach="hooks" if recording == "hooks" else "patch",
+                                                    deactivate=deactivate)
     sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
     sync()
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -399,7 +403,6 @@ def deactivation_case(model, batch, args, tokenizer=None):
     import torch
 
     ids, mask = prompts(model, batch, args.prompt_len, args.seed, tokenizer)
-    eos, pad = special_ids(model)
     layers, width = model.config.num_hidden_layers, model.config.intermediate_size if getattr(
         model.config, "intermediate_size", None) else 4 * model.config.hidden_size
     g = torch.Generator().manual_seed(args.seed)
@@ -408,17 +411,7 @@ def deactivation_case(model, batch, args, tokenizer=None):
     rates = {False: [], True: []}
     for rep in range(1 + args.deactivate_reps):
         for arm in ((False, True) if rep % 2 == 0 else (True, False)):
-            model.start_activation_recording(deactivate=off if arm else None)
-            start = time.perf_counter()
-            with torch.inference_mode():
-                model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new_tokens,
-                               min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=pad)
-                model.activation_recorder.take()
-            if ids.is_cuda:
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
-            model.stop_activation_recording()
-            model.activation_recorder = None
+            seconds = generate(model, ids, mask, args.new_tokens, "patch", deactivate=off if arm else None)[0]
             if rep:
                 rates[arm].append(batch * args.new_tokens / seconds)
     ratio = statistics.median(rates[True]) / statistics.median(rates[False])

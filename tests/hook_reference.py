@@ -68,12 +68,15 @@ class HookReference:
             counted.append(ends[0] + 1 if ends else len(row))
         width = self.steps[0][0].shape[-1]
         counts = torch.zeros(len(self.steps[0]), width, dtype=torch.int64)
+        # per step [layers, batch, width], on the CPU (the layers may be on one or several GPUs)
+        steps = [torch.stack([a.cpu() for a in step]) for step in self.steps]
         rows = []
         for b in range(batch):
             for t in range(counted[b]):
-                acts = [layer_acts[b] for layer_acts in self.steps[t]]
-                rows.append([[int((a == 0).sum()) / width, int((a <= 0).sum()) / width] for a in acts])
-                counts += torch.stack([(a > 0).long() for a in acts])
+                acts = steps[t][:, b]  # [layers, width], in the model's dtype
+                eq, le = (acts == 0).sum(-1).tolist(), (acts <= 0).sum(-1).tolist()
+                rows.append([[e / width, l / width] for e, l in zip(eq, le)])
+                counts += (acts > 0).long()
         return rows, counts.tolist(), counted
 
 
