@@ -18,7 +18,7 @@ from pim.runs.checks import check_comparable
 from pim.runs.names import labels as run_labels
 from pim.stats.heatmap import draw as draw_heatmap
 from pim.stats.heatmap import title_of
-from pim.stats.neuron_stats import concentration, top_overlap
+from pim.stats.neuron_stats import concentration, paired_bootstrap, top_overlap
 from pim.stats.peaks import draw as draw_peaks
 from pim.stats.peaks import peaks
 from pim.tables import csv_text, fmt, markdown_table, write_text
@@ -49,21 +49,33 @@ def measures(data, top=TOP):
             m[f"jaccard{p:g}"] = top_overlap(first, counts, p)
         out.append(m)
     base = out[0]["le_zero"]
-    for m in out:
+    for m, (_, summary) in zip(out, data):
         m["dle_zero"] = None if m["le_zero"] is None or base is None else m["le_zero"] - base
+        paired = paired_bootstrap(data[0][1], summary) if summary is not data[0][1] else None
+        m["dle_zero_low"], m["dle_zero_high"], m["prompts_more"], m["prompts"] = paired or (None,) * 4
     return out
 
 
 def summary_table(runs, labels, ms, top=TOP):
-    header = ["condition", "FILE", "counted steps", "suppressed", f"Δ vs {labels[0]}", "eq_zero", "fired"]
+    header = ["condition", "FILE", "counted steps", "suppressed", f"Δ vs {labels[0]}", "Δ 95% CI",
+              "prompts more suppressed", "eq_zero", "fired"]
     header += [f"top {pct(p)} share" for p in top] + [f"top {pct(p)} overlap" for p in top]
     rows = []
     for run, label, m in zip(runs, labels, ms):
         rows.append([label, run.file, "–" if m["steps"] is None else f"{m['steps']:,}",
-                     fmt(m["le_zero"]), fmt(m["dle_zero"], signed=True), fmt(m["eq_zero"]),
+                     fmt(m["le_zero"]), fmt(m["dle_zero"], signed=True), interval(m),
+                     "" if m["prompts"] is None else f"{m['prompts_more']}/{m['prompts']}", fmt(m["eq_zero"]),
                      fmt(m["fired"])] + [fmt(m[f"top{p:g}"]) for p in top]
                     + [fmt(m[f"jaccard{p:g}"]) for p in top])
     return header, rows
+
+
+def interval(m):
+    """The paired bootstrap's interval of a Δ as the tables show it: [low, high]; '' for the reference or
+    where the runs lack their steps per prompt."""
+    if m["dle_zero_low"] is None:
+        return ""
+    return f"[{fmt(m['dle_zero_low'], signed=True)}, {fmt(m['dle_zero_high'], signed=True)}]"
 
 
 def reading(labels, ms, top=TOP):
@@ -74,7 +86,10 @@ def reading(labels, ms, top=TOP):
         if m["dle_zero"] is not None:
             more = "more" if m["dle_zero"] >= 0 else "fewer"
             parts.append(f"suppresses {abs(m['dle_zero']) * 100:.2f} percentage points {more} neurons "
-                         f"({m['le_zero']:.2%} vs {base['le_zero']:.2%})")
+                         f"({m['le_zero']:.2%} vs {base['le_zero']:.2%}"
+                         + (f"; 95% CI {m['dle_zero_low'] * 100:+.2f} to {m['dle_zero_high'] * 100:+.2f} points, "
+                            f"more suppressed in {m['prompts_more']} of {m['prompts']} prompts"
+                            if m["dle_zero_low"] is not None else "") + ")")
         a, b = m[f"top{p:g}"], base[f"top{p:g}"]
         if a == a and b == b:
             parts.append(f"its top {pct(p)} of neurons take {a:.2%} of all activations ({b:.2%})")
@@ -154,6 +169,9 @@ def report(runs, data, name, out_dir, figures_dir, proportion=SELECT_PROPORTION,
           f"PiM suppresses more neurons than direct input and concentrates activation on fewer of them.\n",
           "- **suppressed**: the share of neurons with activation <= 0 (le_zero), averaged over the counted steps "
           "and the layers; **eq_zero**: the share == 0;",
+          f"- **Δ 95% CI**: a paired bootstrap over the prompts (2,000 draws of the prompts with replacement, the "
+          f"same ones in both runs) of the difference in suppressed share; **prompts more suppressed**: the prompts "
+          f"whose own suppressed share (over their steps) is higher than with {labels[0]};",
           "- **fired**: the share of neurons that fired (activation > 0) in at least one step;",
           "- **top k% share**: the part of all activations (the index counts summed over all neurons) that the k% "
           "most activated neurons take: higher is more concentrated;",
@@ -180,7 +198,8 @@ def report(runs, data, name, out_dir, figures_dir, proportion=SELECT_PROPORTION,
 
 
 def _csv_keys(top):
-    return ["steps", "le_zero", "dle_zero", "eq_zero", "fired"] + [f"{k}{p:g}" for k in ("top", "jaccard") for p in top]
+    return ["steps", "le_zero", "dle_zero", "dle_zero_low", "dle_zero_high", "prompts_more", "prompts", "eq_zero",
+            "fired"] + [f"{k}{p:g}" for k in ("top", "jaccard") for p in top]
 
 
 def suppressed_per_layer(summaries, labels):

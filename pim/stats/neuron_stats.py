@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pim.activation_files import read_index, read_ratio
-from pim.runs.checks import check_run
+from pim.runs.checks import check_run, load_manifest, manifest_path
 
 
 def layer_means(ratios):
@@ -28,6 +28,8 @@ def suppressed_share(ratios):
 class Summary:
     means: dict  # {"eq_zero"|"lt_zero"|"le_zero": float64 [layers]}: per-layer means over the steps
     steps: int  # counted steps (rows of the file)
+    step_suppressed: np.ndarray = None  # per counted step, le_zero averaged over the layers (load sets it)
+    prompt_steps: list = None  # the counted steps of each prompt, from the manifest (None: not recorded)
 
     @property
     def layers(self):
@@ -54,9 +56,40 @@ def load(runs, progress=None, notes=None):
         note = check_run(run, ratio=ratios, index=counts)
         if note and notes is not None:
             notes.append(note)
-        out.append((counts, None if ratios is None else summarize(ratios)))
+        summary = None
+        if ratios is not None:
+            summary = summarize(ratios)
+            summary.step_suppressed = ratios[:, :, 1].mean(axis=1)
+            manifest = load_manifest(manifest_path(run))  # check_run has checked its prompt_steps
+            summary.prompt_steps = (manifest or {}).get("prompt_steps")
+        out.append((counts, summary))
         del ratios
     return out
+
+
+def paired_bootstrap(ref, other, reps=2000, level=0.95, seed=0):
+    """(low, high, prompts more suppressed, prompts) of the difference in suppressed share other - ref, two runs
+    of the same prompts: a paired bootstrap over the prompts (each draw takes prompts with replacement, the
+    same in both runs, and compares the shares over all their steps, as the runs' own shares are taken), the
+    `level` interval of `reps` draws; None where a run lacks its steps per prompt or the prompts differ."""
+    if ref is None or other is None or ref.prompt_steps is None or other.prompt_steps is None or \
+            len(ref.prompt_steps) != len(other.prompt_steps) or not ref.prompt_steps:
+        return None
+    n = len(ref.prompt_steps)
+
+    def per_prompt(s):
+        steps = np.asarray(s.prompt_steps, dtype=np.int64)
+        return np.bincount(np.repeat(np.arange(n), steps), weights=s.step_suppressed, minlength=n), steps
+
+    (a_sum, a_n), (b_sum, b_n) = per_prompt(ref), per_prompt(other)
+    rng, deltas = np.random.default_rng(seed), []
+    for first in range(0, reps, 256):  # draws in blocks: memory stays at 256 x prompts
+        pick = rng.integers(0, n, size=(min(256, reps - first), n))
+        deltas.append(b_sum[pick].sum(1) / b_n[pick].sum(1) - a_sum[pick].sum(1) / a_n[pick].sum(1))
+    low, high = np.quantile(np.concatenate(deltas), [(1 - level) / 2, (1 + level) / 2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        more = int(np.sum(b_sum / b_n > a_sum / a_n))
+    return float(low), float(high), more, n
 
 
 # --- which neurons fire most (peak analysis, concentration, overlap between conditions) ---
