@@ -99,7 +99,7 @@ def entry_html(layer, neuron, langs, data, probs, entropy, perplexity, examples)
     bars = ""
     if probs is not None and layer < probs.shape[0] and neuron < probs.shape[1]:
         bars = probability_bars(probs[layer, neuron].tolist(), languages, langs, data.get("bar_value"))
-    info = f" · LAPE {max(float(entropy[layer, neuron]), 0.0):.4f}" if bars and entropy is not None else ""  # no -0
+    info = f" · LAPE {max(float(entropy[layer, neuron]), 0.0) + 0.0:.4f}" if bars and entropy is not None else ""  # no -0
     return (f'<div class="neuron" data-layer="{layer}" data-index="{neuron}" data-langs="{esc(" ".join(langs))}">'
             f'<h4>layer {layer} · neuron {neuron} · {esc(", ".join(langs) or "no language")}</h4>'
             f'<div class="effect">activation probability per language{info}</div>{bars}'
