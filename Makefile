@@ -22,7 +22,7 @@ SRC_FLAG = $(if $(value TRANSFORMERS_SRC),--src $(call q,TRANSFORMERS_SRC))
 
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed,)
 
-.PHONY: help venv patch modeling rediff test clean demo demo-models infer plots data eval bench gpu-check convert-qwen1 convert-gguf fetch-models corpus lape examples ppl
+.PHONY: help venv patch modeling rediff test coverage clean demo demo-models infer plots data eval bench gpu-check convert-qwen1 convert-gguf fetch-models corpus lape examples ppl
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -198,6 +198,27 @@ gpu-check: patch ## on an H100/H200: 7B-class models in bf16, recording vs a hoo
 
 test: patch ## set up everything and run the test suite
 	$(PY) -m pytest -q $(ARGS)
+
+# --- test coverage (docs/testing.md; .coveragerc says what is measured) ---
+# the modules that compute or read a number a user sees: the share of their statements run, and of their
+# branch directions taken, by the suite must each stay at COVERAGE_FLOOR percent or more (CI: .ci/run)
+COVERAGE_FLOOR ?= 95
+COVERAGE_MODULES := pim/runs/corpus_input.py pim/eval/scoring.py pim/eval/evaluation.py pim/stats/lape.py \
+	analysis/language_neurons.py pim/stats/neuron_stats.py pim/stats/comparison.py pim/activation_files.py \
+	pim/runs/names.py pim/runs/checks.py pim/runs/shards.py pim/runs/merge.py pim/models/gguf_tokenizer.py \
+	pim/models/gguf.py
+COVERAGE_DIR := results/coverage
+# absolute: the scripts the tests start in other folders write their data beside it
+COVERAGE = COVERAGE_FILE=$(CURDIR)/$(COVERAGE_DIR)/.coverage $(PY) -m coverage
+
+coverage: patch ## the test suite with branch coverage: results/coverage/index.html, the total, the floor of COVERAGE_MODULES (CI)
+	rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR)
+	COVERAGE_FILE=$(CURDIR)/$(COVERAGE_DIR)/.coverage $(PY) -m pytest -q --cov --cov-report= $(ARGS)
+	$(COVERAGE) html --quiet -d $(COVERAGE_DIR)
+	$(COVERAGE) json --quiet -o $(COVERAGE_DIR)/coverage.json
+	@echo "coverage of pim/ analysis/ data/ scripts/ (statements and branches): $$($(COVERAGE) report --format=total)%; \
+	the lines and branches never run: $(COVERAGE_DIR)/index.html"
+	$(PY) tests/coverage_floor.py $(COVERAGE_DIR)/coverage.json --floor $(COVERAGE_FLOOR) $(COVERAGE_MODULES)
 
 clean: ## remove results/ and models/ (keeps .venv and third_party/)
 	rm -rf results models

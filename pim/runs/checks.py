@@ -71,11 +71,11 @@ def scan_ratio(path):
     """Rows and layers of a ratio file without parsing it: a row of L layers holds L lists, so the
     file's "[" count must be rows x the first row's layers (a row of another width breaks that)."""
     path = Path(path)
-    rows, lists, first, last = 0, 0, None, b"\n"
+    rows, lists, first, last = 0, 0, 0, b"\n"
     with open(path, "rb") as f:
         while block := f.read(BLOCK):
-            if first is None:
-                first = block.split(b"\n", 1)[0].count(b"[")
+            if not rows:  # line 1 goes on in this block: its lists are the layers
+                first += block.split(b"\n", 1)[0].count(b"[")
             rows += block.count(b"\n")
             lists += block.count(b"[")
             last = block[-1:]
