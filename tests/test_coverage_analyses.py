@@ -37,7 +37,7 @@ def corpus_run(results, lang, counts, tokens, model="m", **settings):
 
 def lape_error(results, *extra):
     with pytest.raises(SystemExit) as e:
-        language_neurons.main(["--results-dir", str(results), "--model", "m", *extra])
+        language_neurons.main(["--results-dir", str(results), "--model", "m", "--min-tokens", "1", *extra])
     assert not (results / "neurons").exists(), "a refusal writes nothing"
     return str(e.value)
 
@@ -45,7 +45,7 @@ def lape_error(results, *extra):
 @pytest.mark.parametrize("fra, fra_tokens, message", [
     ([[1, 2, 3], [4, 5, 6], [7, 8, 9]], 10,
      "corpus-fra: 3 layers x 3 neurons, but corpus-deu has 2 x 3: not runs of one model"),
-    ([[1, 2, 3], [4, 5, 6]], 5, "a count exceeds its language's counted tokens: the runs do not belong together"),
+    ([[1, 2, 3], [4, 5, 6]], 5, "more than the 5 tokens of corpus-fra-manifest-m.json"),  # refused when read
     ([[0, 0, 0], [0, 0, 0]], 0, "counted tokens"),
 ])
 def test_corpus_runs_that_do_not_belong_together_are_refused(tmp_path, fra, fra_tokens, message):
@@ -56,6 +56,18 @@ def test_corpus_runs_that_do_not_belong_together_are_refused(tmp_path, fra, fra_
     assert error.startswith("language_neurons.py: error: ") and message in error and "\n" not in error
 
 
+def test_lape_itself_refuses_counts_above_their_tokens_and_languages_without_tokens():
+    """The library's own guard (the API and the report call it too, not only the script, whose reader refuses first)."""
+    from pim.stats.lape import activation_probabilities
+
+    with pytest.raises(ValueError, match="a count exceeds its language's counted tokens"):
+        activation_probabilities([np.array([[1, 11]]), np.array([[0, 1]])], [10, 5])
+    with pytest.raises(ValueError, match="every language needs counted tokens"):
+        activation_probabilities([np.array([[0, 0]]), np.array([[0, 1]])], [0, 5])
+    assert activation_probabilities([np.array([[1, 5]]), np.array([[0, 1]])], [10, 5]).tolist() == [[[0.1, 0.0],
+                                                                                                      [0.5, 0.2]]]
+
+
 def test_the_direct_and_pim_runs_are_refused_when_they_cannot_be_compared(tmp_path):
     results = tmp_path / "results"
     corpus_run(results, "deu", [[10, 5, 0], [2, 0, 9]], 10)
@@ -64,12 +76,13 @@ def test_the_direct_and_pim_runs_are_refused_when_they_cannot_be_compared(tmp_pa
     (results / "direct-index-m.jsonl").write_text(index_line(np.array([[3, 1, 0], [0, 2, 5]])))
     (results / "other.jsonl").write_text(index_line(np.array([[3, 1], [0, 2]])))
     with pytest.raises(SystemExit) as e:
-        language_neurons.main(["--results-dir", str(results), "--model", "m", "--direct", "direct",
+        language_neurons.main(["--results-dir", str(results), "--model", "m", "--min-tokens", "1", "--direct", "direct",
                                "--pim", str(results / "other.jsonl")])
     assert str(e.value) == ("language_neurons.py: error: direct has (2, 3) (layers x neurons), PiM (2, 2): "
                             "not runs of one model")
     with pytest.raises(SystemExit) as e:
-        language_neurons.main(["--results-dir", str(results), "--model", "m", "--direct", "direct", "--pim", "pim"])
+        language_neurons.main(["--results-dir", str(results), "--model", "m", "--min-tokens", "1", "--direct", "direct",
+                               "--pim", "pim"])
     assert str(e.value) == (f"language_neurons.py: error: {results / 'pim-index-m.jsonl'}: no such index file "
                             "(run `make infer FILE=... MODEL=m` first)")
 
@@ -81,7 +94,8 @@ def test_an_index_path_is_read_as_given(tmp_path):
     corpus_run(results, "fra", [[0, 5, 0], [2, 8, 1]], 10)
     (tmp_path / "d.jsonl").write_text(index_line(np.array([[3, 1, 1], [0, 2, 5]])))
     (tmp_path / "p.jsonl").write_text(index_line(np.array([[0, 1, 0], [0, 0, 5]])))
-    language_neurons.main(["--results-dir", str(results), "--model", "m", "--top-rate", "0.5", "--filter-quantile",
+    language_neurons.main(["--results-dir", str(results), "--model", "m", "--min-tokens", "1", "--top-rate", "0.5",
+                           "--filter-quantile",
                            "0.5", "--bar-quantile", "0.75", "--direct", str(tmp_path / "d.jsonl"),
                            "--pim", str(tmp_path / "p.jsonl")])
     # the selection of tests/test_lape.py: deu (0,0), (1,2); fra (1,1). Suppressed: (0,0), (0,2), (1,1)

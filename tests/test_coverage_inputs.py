@@ -160,10 +160,11 @@ def test_a_value_that_is_no_number_names_its_line_in_a_later_block(tmp_path, mon
         read_ratio(path)
 
 
-def test_an_integer_too_large_for_numpy_is_read_as_its_float(tmp_path):
+def test_an_integer_too_large_for_numpy_is_read_as_its_float_and_refused_as_no_share(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(ratio_row([[10 ** 30, 1], [0, 0.5]]))
-    assert read_ratio(path).tolist() == [[[1e30, 1.0], [0.0, 0.5]]]
+    with pytest.raises(FormatError, match=r"r\.jsonl:1: layer 0: eq_zero is 1e\+30, not a share in \[0, 1\]"):
+        read_ratio(path)
 
 
 # ----------------------------------------------------------------------------- manifests and scans

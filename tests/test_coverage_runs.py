@@ -151,7 +151,7 @@ def test_corpus_shards_merge_to_the_summed_counts(tmp_path):
     (lambda s: s[0]["index"].write_text(index_line(np.array([[1, 0], [0, 0]]))),
      "corpus-deu-index-m-shard0of2.jsonl: counts of shape (2, 2) up to 1 do not fit its manifest"),
     (lambda s: s[0]["index"].write_text(index_line(np.array([[1, -1, 0], [0, 0, 0]]))),
-     "corpus-deu-index-m-shard0of2.jsonl: counts of shape (2, 3) up to 1 do not fit its manifest"),
+     "corpus-deu-index-m-shard0of2.jsonl:1: layer 0, neuron 1: a negative count (-1)"),  # refused when read
 ])
 def test_corpus_shards_whose_counts_do_not_fit_are_refused(tmp_path, damage, message):
     results = tmp_path / "results"

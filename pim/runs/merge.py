@@ -146,7 +146,7 @@ def merge_corpus_shards(results_dir, file, model, manifests=None, overwrite=Fals
                              f"is {path})")
         counts = read_index(index)
         fits = counts.shape == (m.get("layers"), m.get("width"))
-        if not fits or counts.max(initial=0) > m["tokens"] or counts.min(initial=0) < 0:
+        if not fits or counts.max(initial=0) > m["tokens"]:
             raise RunRefused(f"{index}: counts of shape {counts.shape} up to {counts.max(initial=0)} do not fit its "
                              f"manifest ({m.get('layers')} layers x {m.get('width')} neurons, {m['tokens']} tokens)")
         total = counts if total is None else total + counts
