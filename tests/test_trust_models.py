@@ -361,6 +361,45 @@ def test_convert_gguf_writes_a_folder_that_loads(tmp_path):
         convert_gguf(path, folder)
 
 
+def test_overwrite_replaces_the_folder_with_the_new_files_weights_and_leaves_no_old_copy(tmp_path):
+    """--overwrite converts another file into an existing folder: the folder then holds the new file's tensors
+    (gguf-py's own reading), its provenance names the new file's sha256, and the old folder is gone."""
+    import gguf as gguf_py
+    from safetensors.torch import load_file
+
+    models = tmp_path / "models"
+    first = convert_gguf(tiny_gguf(tmp_path / "a.gguf", seed=0), models / "x", log=lambda text: None)
+    (tmp_path / "first.txt").write_text((first / "gguf.json").read_text())
+    second = tiny_gguf(tmp_path / "b.gguf", seed=1)
+    folder = convert_gguf(second, models / "x", overwrite=True, log=lambda text: None)
+    assert folder == first and left_in(models) == ["x"], left_in(models)
+    up = next(t for t in gguf_py.GGUFReader(str(second)).tensors if t.name == "blk.0.ffn_up.weight")
+    saved = load_file(folder / "model.safetensors")["model.layers.0.mlp.up_proj.weight"]
+    assert np.array_equal(saved.numpy(), np.asarray(up.data).reshape(FFN, HIDDEN))
+    assert json.loads((folder / "gguf.json").read_text())["sha256"] == weights.sha256_file(second)
+    assert json.loads((tmp_path / "first.txt").read_text())["sha256"] != weights.sha256_file(second)
+
+
+def test_a_gguf_written_to_while_it_is_converted_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    """The file changes between the start and the end of a conversion (another download writes it): the
+    folder would hold a mix of two files' weights and a sha256 of neither; refused, nothing left."""
+    from pim.models import gguf as gguf_module
+
+    models, path = tmp_path / "models", tiny_gguf(tmp_path / "x.gguf")
+    tokenizer = gguf_module._tokenizer
+
+    def written_meanwhile(*args, **kwargs):
+        with open(path, "ab") as f:
+            f.write(b"\0")
+        return tokenizer(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_module, "_tokenizer", written_meanwhile)
+    with pytest.raises(GGUFError, match=r"x.gguf changed while it was converted: run again") as e:
+        convert_gguf(path, models / "x", log=lambda text: None)
+    one_line(e.value)
+    assert left_in(models) == []
+
+
 def test_the_load_report_is_held_back_and_shown_when_the_load_is_not_refused():
     import logging
 
