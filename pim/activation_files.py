@@ -146,7 +146,8 @@ def remove_stale_temps(paths):
         stem = f".{path.name}."
         for tmp in [path.with_name(f"{stem}tmp"), *path.parent.glob(f"{glob_escape(stem)}*.tmp")]:
             middle = tmp.name[len(stem):-len(".tmp")] if tmp.name != f"{stem}tmp" else ""
-            stale = middle in ("", "merging") or (middle.isdigit() and not _alive(int(middle)))
+            stale = middle in ("", "merging") or (middle.isdigit() and (int(middle) == os.getpid()
+                                                                     or not process_alive(int(middle))))
             if stale and tmp.is_file():
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp)
@@ -158,10 +159,8 @@ def glob_escape(text):
     return "".join(f"[{c}]" if c in "[*?" else c for c in text)
 
 
-def _alive(pid):
-    """Whether a process of this pid runs (here); this process's own temporaries count as a dead one's."""
-    if pid == os.getpid():
-        return False
+def process_alive(pid):
+    """Whether a process of this pid runs on this machine (this one does; another user's too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

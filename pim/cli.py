@@ -38,6 +38,15 @@ def fail(message):
     sys.exit(message)
 
 
+def resumable(main, kept):
+    """Run a script's main; Ctrl-C ends it with one line saying that `kept` (what it committed) stays and that the
+    same command resumes after it."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted: {kept} are kept; start the same command again to resume")
+
+
 def note(text):
     """Print a note (e.g. that a run has no manifest) above any progress bar; nothing for None."""
     if text:

@@ -18,7 +18,6 @@ command; a finished one is redone only with --overwrite. --shard i/n runs a cont
 whole windows (merge the shards with scripts/merge_results.py); under accelerate launch each process is a shard and
 rank 0 merges. With --deactivate the MODEL part of the names is <MODEL>-off-<lang> (or -off-all).
 """
-import sys
 
 # Defaults; every one has a flag (--help).
 MODEL = "tiny-bloom"  # a folder models/<MODEL>/, an alias (README), a .gguf file, or a hub id or path
@@ -40,13 +39,10 @@ DEACTIVATE = None  # FILE.json[:LANG]: switch off these language-specific neuron
 OVERWRITE = False  # redo a finished run (the old one stays until the new one is finished)
 
 from pim import cli
-from pim.runs.engine import add_run_flags
-from pim.runs.writer import RunRefused
+from pim.runs.engine import add_run_flags, add_window_flags
 
 
 def build_parser():
-    import argparse
-
     p = cli.argument_parser(__doc__)
     p.add_argument("--model", default=MODEL, help=f"folder models/<MODEL>/, alias, .gguf file, or hub id/path "
                    f"(default {MODEL})")
@@ -59,14 +55,8 @@ def build_parser():
                    help=f"tokens per text at most; longer texts are cut (default {MAX_LENGTH})")
     p.add_argument("--max-tokens", type=cli.positive_int, default=MAX_TOKENS,
                    help="stop after the text (in file order) at which this many tokens are counted (default: all)")
-    p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE,
-                   help=f"texts per forward call; halved after an out-of-memory error (default {BATCH_SIZE})")
-    p.add_argument("--sort", default=SORT, action=argparse.BooleanOptionalAction,
-                   help="batch the texts of a window longest first (--no-sort: file order); the same counts up to "
-                        "float rounding (docs/measures.md)")
-    p.add_argument("--sort-window", type=cli.positive_int, default=SORT_WINDOW,
-                   help=f"lines read, tokenized and sorted together; shards are whole windows; a setting: a run "
-                        f"resumes only with the window it was started with (default {SORT_WINDOW})")
+    add_window_flags(p, BATCH_SIZE, SORT, SORT_WINDOW, "shards are whole windows; a setting: a run resumes only "
+                     "with the window it was started with")
     add_run_flags(p, dtype=DTYPE, device_map=DEVICE_MAP, max_memory=MAX_MEMORY, offload_folder=OFFLOAD_FOLDER,
                   shard=SHARD, attach=ATTACH, deactivate=DEACTIVATE, overwrite=OVERWRITE)
     return p
@@ -77,14 +67,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from pim.runs.corpus import run_corpora
 
-    try:
-        run_corpora(args)
-    except RunRefused as e:
-        raise cli.UserError(str(e)) from None
+    run_corpora(args)  # a RunRefused is a cli.UserError: one line, exit 1
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # Ctrl-C: the batches committed so far stay, and the same command resumes after them
-        sys.exit("\ninterrupted: the batches committed so far are kept; start the same command again to resume")
+    cli.resumable(main, "the batches committed so far")

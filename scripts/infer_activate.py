@@ -10,7 +10,6 @@ layer the shares of neurons == 0 and <= 0), -index-<MODEL>.jsonl (per neuron the
 when started again with the same settings; a finished run is only redone with --overwrite.
 """
 import argparse
-import sys
 
 # Defaults; every one has a flag of the same name (--help).
 MODEL = "tiny-bloom"  # a folder models/<MODEL>/, an alias (pim/models/names.py, README), or a hub id or path
@@ -45,7 +44,6 @@ DEACTIVATE = None  # FILE.json[:LANG]: switch these language-specific neurons of
 from pim import cli
 from pim.models.names import model_names
 from pim.runs.engine import add_run_flags
-from pim.runs.writer import RunRefused
 
 
 def parse_args(argv=None):
@@ -93,7 +91,7 @@ def main(argv=None):
 
     try:
         run(args)
-    except (cli.UserError, RunRefused) as e:
+    except cli.UserError as e:  # a RunRefused too
         cli.fail(f"error: {e}")
     except OSError as e:  # a full disk, an unwritable folder, ...
         where = ": ".join(str(x) for x in (e.filename, e.strerror or e) if x)
@@ -101,7 +99,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # Ctrl-C: the batches committed so far stay, and the same command resumes after them
-        sys.exit("\ninterrupted: the batches committed so far are kept; start the same command again to resume")
+    cli.resumable(main, "the batches committed so far")

@@ -15,7 +15,6 @@ and its manifest (docs/formats.md; the report reads it with pim.runs.example_fil
 Committed once per window of --sort-window lines: a killed run resumes with the same command; a finished
 one is made again only with --overwrite.
 """
-import sys
 
 # Defaults; every one has a flag (--help).
 MODEL = "tiny-bloom"  # a folder models/<MODEL>/, an alias (README), a .gguf file, or a hub id or path
@@ -35,7 +34,6 @@ OFFLOAD_FOLDER = "offload"  # where layers mapped to "disk" are kept
 OVERWRITE = False  # make a finished examples file again (the old one stays until the new one is finished)
 
 from pim import cli
-from pim.runs.writer import RunRefused
 
 
 def non_negative_int(text):
@@ -49,7 +47,7 @@ def non_negative_int(text):
 def build_parser():
     import argparse
 
-    from pim.models.loading import DTYPES
+    from pim.runs.engine import add_placement_flags, add_window_flags
 
     p = cli.argument_parser(__doc__)
     p.add_argument("--model", default=MODEL, help=f"folder models/<MODEL>/, alias, .gguf file, or hub id/path "
@@ -63,18 +61,8 @@ def build_parser():
     p.add_argument("--top-k", type=cli.positive_int, default=TOP_K, help=f"examples per neuron (default {TOP_K})")
     p.add_argument("--window", type=non_negative_int, default=WINDOW,
                    help=f"tokens stored on either side of an example's token (default {WINDOW})")
-    p.add_argument("--batch-size", type=cli.positive_int, default=BATCH_SIZE,
-                   help=f"texts per forward call; halved after an out-of-memory error (default {BATCH_SIZE})")
-    p.add_argument("--sort", default=SORT, action=argparse.BooleanOptionalAction,
-                   help="batch the texts of a window longest first (--no-sort: file order)")
-    p.add_argument("--sort-window", type=cli.positive_int, default=SORT_WINDOW,
-                   help=f"lines read, tokenized and sorted together, committed once (default {SORT_WINDOW})")
-    p.add_argument("--dtype", default=DTYPE, choices=DTYPES, help="auto: bfloat16 on a GPU, float32 on the CPU")
-    p.add_argument("--device-map", default=DEVICE_MAP, help="auto, none, balanced, sequential, or a map as JSON "
-                   "or a JSON file (as for make infer)")
-    p.add_argument("--max-memory", default=MAX_MEMORY, help="memory per device for the device map, e.g. "
-                   "0=70GiB,cpu=200GiB")
-    p.add_argument("--offload-folder", default=OFFLOAD_FOLDER, help="folder for layers mapped to disk")
+    add_window_flags(p, BATCH_SIZE, SORT, SORT_WINDOW, "committed once")
+    add_placement_flags(p, dtype=DTYPE, device_map=DEVICE_MAP, max_memory=MAX_MEMORY, offload_folder=OFFLOAD_FOLDER)
     p.add_argument("--overwrite", default=OVERWRITE, action=argparse.BooleanOptionalAction,
                    help="make a finished examples file again (the old one stays readable until the new one is done)")
     return p
@@ -85,14 +73,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from pim.runs.examples import run_examples
 
-    try:
-        run_examples(args)
-    except RunRefused as e:
-        raise cli.UserError(str(e)) from None
+    run_examples(args)  # a RunRefused is a cli.UserError: one line, exit 1
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # Ctrl-C: the windows committed so far stay, and the same command resumes after them
-        sys.exit("\ninterrupted: the windows committed so far are kept; start the same command again to resume")
+    cli.resumable(main, "the windows committed so far")

@@ -238,7 +238,7 @@ MUTATIONS = [
              "a GGUF whose tensors hold NaN or inf is converted",
              ("tests/test_trust_models.py::test_6_non_finite_weights_are_refused_naming_the_tensors",)),
     Mutation("leftovers-of-live-processes-removed", "pim/models/staging.py",
-             'if not match or _alive(int(match["pid"])):', "if not match:",
+             'if not match or process_alive(int(match["pid"])):', "if not match:",
              "the next start removes the temporaries of conversions and downloads that are still running",
              ("tests/test_trust_models.py::test_leftovers_of_killed_conversions_and_downloads_are_removed_on_the_next_start",)),
     # --- corpus runs at scale (pim/runs/corpus_input.py, pim/runs/corpus.py, pim/runs/corpus_files.py) ---

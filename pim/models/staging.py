@@ -18,6 +18,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from pim.activation_files import process_alive
+
 STAGED = re.compile(r"^\.(?P<name>.+)\.(?:converting|replaced)-(?P<pid>\d+)$")  # a converter's temporary folder
 DOWNLOADING = re.compile(r"^\..+\.gguf\.(?P<pid>\d+)$")  # a GGUF file being assembled (pim/models/pypi.py)
 
@@ -83,7 +85,7 @@ def remove_leftovers(folder, holding=None):
     for path in entries:
         staged, downloading = STAGED.match(path.name), DOWNLOADING.match(path.name)
         match = staged or downloading
-        if not match or _alive(int(match["pid"])):
+        if not match or process_alive(int(match["pid"])):
             continue
         if staged and staged["name"] != holding and _locked(path.parent / staged["name"]):
             continue
@@ -91,18 +93,6 @@ def remove_leftovers(folder, holding=None):
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def _alive(pid):
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _locked(dest):

@@ -24,7 +24,7 @@ import numpy as np
 from pim.activation_files import index_line, read_index, remove_stale_temps, write_atomic, writing_temp
 from pim.cli import UserError
 from pim.runs.names import read_manifest, run_paths, write_manifest
-from pim.runs.writer import RunRefused, now, staging_dir
+from pim.runs.writer import RunRefused, now, replace_run, staging_dir
 
 KIND = "corpus"  # the manifest's "kind" of a corpus run (generation runs have none)
 FILES = ("index", "manifest", "progress")  # the files of a corpus run
@@ -218,13 +218,8 @@ class CorpusWriter:
             self._swap()
 
     def _swap(self):
-        """Move a finished --overwrite run over the old one: the old manifest goes first, so that a crash in
-        between leaves an index without a manifest (refused by every reader), never a mixed run."""
-        self.final["manifest"].unlink(missing_ok=True)
-        self.final["progress"].unlink(missing_ok=True)
-        os.replace(self.staging / self.final["index"].name, self.final["index"])
-        os.replace(self.staging / self.final["manifest"].name, self.final["manifest"])
-        shutil.rmtree(self.staging, ignore_errors=True)
+        """Move a finished --overwrite run over the old one (pim.runs.writer.replace_run)."""
+        replace_run(self.final, self.paths, ("index",), self.staging)
         self.paths = self.final
 
     def abandon(self):

@@ -22,10 +22,24 @@ DEFAULTS = {"dtype": "auto", "device_map": "auto", "max_memory": None, "offload_
             "attach": "auto", "deactivate": None, "overwrite": False}
 
 
-def add_run_flags(p, **defaults):
-    """The flags of both kinds of runs that are not about decoding: placement, shards, recording, overwrite."""
+def add_window_flags(p, batch_size, sort, sort_window, window_help):
+    """--batch-size, --sort and --sort-window of the runs that read their texts in windows (corpus runs and neuron
+    examples); window_help: what else a window is to this run."""
     import argparse
 
+    from pim.cli import positive_int
+
+    p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                   help=f"texts per forward call; halved after an out-of-memory error (default {batch_size})")
+    p.add_argument("--sort", default=sort, action=argparse.BooleanOptionalAction,
+                   help="batch the texts of a window longest first (--no-sort: file order); the same results up to "
+                        "float rounding (docs/measures.md)")
+    p.add_argument("--sort-window", type=positive_int, default=sort_window,
+                   help=f"lines read, tokenized and sorted together; {window_help} (default {sort_window})")
+
+
+def add_placement_flags(p, **defaults):
+    """The flags of where and in which dtype the model runs: --dtype, --device-map, --max-memory, --offload-folder."""
     d = {**DEFAULTS, **defaults}
     p.add_argument("--dtype", default=d["dtype"], choices=DTYPES, help="auto: bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--device-map", default=d["device_map"], help="auto (spread over the GPUs; the CPU alone without "
@@ -34,6 +48,14 @@ def add_run_flags(p, **defaults):
     p.add_argument("--max-memory", default=d["max_memory"], help="memory per device for the device map, "
                    "e.g. 0=70GiB,cpu=200GiB")
     p.add_argument("--offload-folder", default=d["offload_folder"], help="folder for layers mapped to disk")
+
+
+def add_run_flags(p, **defaults):
+    """The flags of both kinds of runs that are not about decoding: placement, shards, recording, overwrite."""
+    import argparse
+
+    d = {**DEFAULTS, **defaults}
+    add_placement_flags(p, **defaults)
     p.add_argument("--shard", default=d["shard"], help="i/n: run only shard i (0-based) of n, a contiguous part of "
                    "the input (separate jobs; merge with scripts/merge_results.py); under accelerate launch / "
                    "torchrun the shard is the process rank and rank 0 merges at the end")

@@ -30,7 +30,7 @@ import numpy as np
 from pim.activation_files import FormatError, write_atomic
 from pim.runs.example_topk import EMPTY
 from pim.runs.names import read_manifest, write_manifest
-from pim.runs.writer import RunRefused, now, staging_dir
+from pim.runs.writer import RunRefused, now, replace_run, staging_dir
 
 KIND = "neuron-examples"  # the manifest's "kind"; the stem of the files' names
 FOLDER = "examples"  # inside the results folder
@@ -207,12 +207,8 @@ class ExamplesWriter:
             self._swap()
 
     def _swap(self):
-        """Move a finished --overwrite run over the old one; the old manifest goes first, the new one last."""
-        self.final["manifest"].unlink(missing_ok=True)
-        self.final["progress"].unlink(missing_ok=True)
-        os.replace(self.staging / self.final["examples"].name, self.final["examples"])
-        os.replace(self.staging / self.final["manifest"].name, self.final["manifest"])
-        shutil.rmtree(self.staging, ignore_errors=True)
+        """Move a finished --overwrite run over the old one (pim.runs.writer.replace_run)."""
+        replace_run(self.final, self.paths, ("examples",), self.staging)
         self.paths = self.final
 
     def abandon(self):

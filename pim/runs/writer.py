@@ -28,14 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pim.cli import UserError
 from pim.activation_files import index_line, remove_stale_temps, write_atomic, writing_temp
 from pim.runs.names import run_paths, write_manifest
 
 NOT_SETTINGS = ("batch_size",)  # were settings of older manifests; the files do not depend on them
 
 
-class RunRefused(RuntimeError):
-    """The run cannot start without destroying or mixing results; the message says what to do."""
+class RunRefused(UserError):
+    """The run cannot start without destroying or mixing results; the message says what to do (a UserError:
+    scripts print it as one line and exit 1)."""
 
 
 def now():
@@ -44,6 +46,18 @@ def now():
 
 def staging_dir(results_dir, file, model):
     return Path(results_dir) / f".overwrite-{file}-{model}"
+
+
+def replace_run(final, staged, kinds, staging):
+    """--overwrite: the finished run in the folder `staging` (its files `staged`, {kind: path}) replaces the old
+    one (`final`). The old manifest goes first and the new one comes last, so that a crash in between leaves
+    files without a manifest (refused by every reader; the same --overwrite command completes the move), never
+    a mixed run. kinds: the kinds of the data files, moved before the manifest."""
+    final["manifest"].unlink(missing_ok=True)
+    final["progress"].unlink(missing_ok=True)
+    for kind in (*kinds, "manifest"):
+        os.replace(staged[kind], final[kind])
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 class RunWriter:
@@ -300,16 +314,10 @@ class RunWriter:
         write_manifest(self.paths["manifest"], self.manifest)
 
     def _swap(self):
-        """--overwrite: the new run is finished; it replaces the old run. The old manifest goes first and the
-        new one comes last, so a crash in between leaves files without a manifest (refused by every reader;
-        the same --overwrite command completes the move), never a mixed run."""
-        final, staged = self.final, run_paths(self.staging, self.file, self.model)
-        final["manifest"].unlink(missing_ok=True)
-        final["progress"].unlink(missing_ok=True)
-        for kind in ("result", "ratio", "index", "manifest"):
-            os.replace(staged[kind], final[kind])
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.paths = final
+        """--overwrite: the new run is finished; it replaces the old run (replace_run)."""
+        replace_run(self.final, run_paths(self.staging, self.file, self.model), ("result", "ratio", "index"),
+                    self.staging)
+        self.paths = self.final
 
     def abandon(self):
         """The run failed in this process before it committed anything it started: leave no trace of it

@@ -136,34 +136,54 @@ def report(runs, data, name, out_dir, figures_dir, proportion=SELECT_PROPORTION,
     table (header, rows)."""
     check_shapes(runs, data)
     labels = run_labels(runs)
-    model = runs[0].model
-    sets = list(dict.fromkeys(r.test_set for r in runs))
-    title = f"{' + '.join(sets) if len(sets) < 3 else 'several test sets'} · {model}: " + ", ".join(labels)
-    summaries = [s for _, s in data]
     ms = measures(data, top)
-    written = []
-    figures = Path(figures_dir)
+    figures = _draw_figures(runs, labels, data, name, Path(figures_dir), proportion, heatmaps)
+    header, rows = summary_table(runs, labels, ms, top)
+    md = _markdown(runs, labels, ms, top, (header, rows), figures, [s for _, s in data], proportion, out_dir)
+    written = [*figures["written"], write_text(Path(out_dir) / f"{name}.md", md)]
+    csv_rows = [[run.file, label, run.model] + ["" if m[k] is None else repr(m[k]) for k in _csv_keys(top)]
+                for run, label, m in zip(runs, labels, ms)]
+    written.append(write_text(Path(out_dir) / f"{name}.csv",
+                              csv_text(["file", "condition", "model", *_csv_keys(top)], csv_rows)))
+    return written, (header, rows)
+
+
+def _title(runs, labels):
+    sets = list(dict.fromkeys(r.test_set for r in runs))
+    return f"{' + '.join(sets) if len(sets) < 3 else 'several test sets'} · {runs[0].model}: " + ", ".join(labels)
+
+
+def _draw_figures(runs, labels, data, name, figures, proportion, heatmaps):
+    """The peak plot, the suppressed share per layer (where a run has a ratio file) and the heatmaps (drawn
+    only with `heatmaps`; their paths are named either way): {"peak", "suppressed", "heatmaps", "written"}."""
+    title = _title(runs, labels)
+    summaries = [s for _, s in data]
     steps = [s.steps if s is not None else None for s in summaries]
-    peak_png = draw_peaks([peaks(c, proportion) for c, _ in data], labels,
-                          figures / f"{name}-peak.png", proportion, f"Most activated neurons · {title}", steps=steps)
-    written.append(peak_png)
-    suppressed_png = None
+    out = {"peak": draw_peaks([peaks(c, proportion) for c, _ in data], labels, figures / f"{name}-peak.png",
+                              proportion, f"Most activated neurons · {title}", steps=steps),
+           "suppressed": None, "heatmaps": []}
+    out["written"] = [out["peak"]]
     if any(s is not None for s in summaries):
-        suppressed_png = draw_suppressed(summaries, labels, figures / f"{name}-suppressed.png",
-                                         f"Suppressed neurons · {title}")
-        written.append(suppressed_png)
-    heatmap_pngs = []
+        out["suppressed"] = draw_suppressed(summaries, labels, figures / f"{name}-suppressed.png",
+                                            f"Suppressed neurons · {title}")
+        out["written"].append(out["suppressed"])
     for run, label, (counts, _), n in zip(runs, labels, data, steps):
         png = figures / f"{run.out_name('heatmap')}.png"
         if heatmaps:
             draw_heatmap(counts, png, title_of(run, label), steps=n)
-            written.append(png)
-        heatmap_pngs.append(png)
+            out["written"].append(png)
+        out["heatmaps"].append(png)
+    return out
+
+
+def _markdown(runs, labels, ms, top, summary, figures, summaries, proportion, out_dir):
+    """The text of <name>.md: what the measures are, the summary table, the reading, the figures, the files."""
+    model, sets = runs[0].model, list(dict.fromkeys(r.test_set for r in runs))
 
     def link(path):
         return Path(os.path.relpath(path, out_dir)).as_posix()
 
-    header, rows = summary_table(runs, labels, ms, top)
+    header, rows = summary
     md = [f"# {labels[0]} vs {', '.join(labels[1:])}: {' + '.join(f'`{s}`' for s in sets)} · `{model}`\n",
           f"Runs of `{model}` in `{runs[0].index.parent}/`, compared with {labels[0]}. The paper found that "
           f"PiM suppresses more neurons than direct input and concentrates activation on fewer of them.\n",
@@ -179,22 +199,17 @@ def report(runs, data, name, out_dir, figures_dir, proportion=SELECT_PROPORTION,
           f"and of {labels[0]} (ranked by count, ties by layer, then neuron).\n",
           "## Summary\n", markdown_table(header, rows, ["l", "l"] + ["r"] * (len(header) - 2), code={1}), "",
           *reading(labels, ms, top), ""]
-    if suppressed_png:
+    if figures["suppressed"]:
         layer_header, layer_rows = suppressed_per_layer(summaries, labels)
-        md += ["## Suppressed share per layer\n", f"![suppressed share per layer]({link(suppressed_png)})\n",
+        md += ["## Suppressed share per layer\n", f"![suppressed share per layer]({link(figures['suppressed'])})\n",
                "<details><summary>the numbers per layer</summary>\n", markdown_table(layer_header, layer_rows),
                "</details>\n"]
-    md += [f"## The top {pct(proportion)} of neurons\n", f"![peak plot]({link(peak_png)})\n", "## Heatmaps\n"]
-    for label, run, png in zip(labels, runs, heatmap_pngs):
+    md += [f"## The top {pct(proportion)} of neurons\n", f"![peak plot]({link(figures['peak'])})\n", "## Heatmaps\n"]
+    for label, run, png in zip(labels, runs, figures["heatmaps"]):
         md += [f"### {label} (`{run.file}`)\n", f"![heatmap of {label}]({link(png)})\n"]
     md += ["## Files\n"] + [f"- {label}: `{run.index}`" + (f", `{run.ratio}`" if run.ratio else " (no ratio file)")
                             for label, run in zip(labels, runs)]
-    written.append(write_text(Path(out_dir) / f"{name}.md", "\n".join(md) + "\n"))
-    csv_rows = [[run.file, label, run.model] + ["" if m[k] is None else repr(m[k]) for k in _csv_keys(top)]
-                for run, label, m in zip(runs, labels, ms)]
-    written.append(write_text(Path(out_dir) / f"{name}.csv",
-                                     csv_text(["file", "condition", "model", *_csv_keys(top)], csv_rows)))
-    return written, (header, rows)
+    return "\n".join(md) + "\n"
 
 
 def _csv_keys(top):
