@@ -206,7 +206,8 @@ COVERAGE_FLOOR ?= 95
 COVERAGE_MODULES := pim/runs/corpus_input.py pim/eval/scoring.py pim/eval/evaluation.py pim/stats/lape.py \
 	analysis/language_neurons.py pim/stats/neuron_stats.py pim/stats/comparison.py pim/activation_files.py \
 	pim/runs/names.py pim/runs/checks.py pim/runs/shards.py pim/runs/merge.py pim/models/gguf_tokenizer.py \
-	pim/models/gguf.py
+	pim/models/gguf.py pim/runs/corpus_files.py pim/runs/example_files.py pim/runs/example_topk.py \
+	pim/stats/ratio_table.py pim/stats/peaks.py pim/stats/heatmap.py pim/stats/perplexity_table.py pim/api.py
 COVERAGE_DIR := results/coverage
 # absolute: the scripts the tests start in other folders write their data beside it
 COVERAGE = COVERAGE_FILE=$(CURDIR)/$(COVERAGE_DIR)/.coverage $(PY) -m coverage

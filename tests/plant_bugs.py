@@ -303,10 +303,11 @@ MUTATIONS = [
     Mutation("neuron-entry-unchecked", "pim/models/deactivation.py", "        problem = _pairs_problem(pairs)\n",
              "        problem = None\n", "a neuron file's \"deu\": null gives a traceback",
              ("tests/test_trust_round3.py::test_a_neuron_file_whose_language_is_not_a_list_of_pairs_is_one_line",)),
-    Mutation("damaged-corpus-manifest-restarts", "pim/runs/corpus_files.py",
-             "        if manifest is None or not isinstance(manifest.get(\"settings\"), dict):",
-             "        if False:", "a damaged corpus manifest restarts the run from 0, deleting the progress",
-             ("tests/test_trust_round3.py::test_a_damaged_corpus_manifest_is_refused_and_the_progress_kept",)),
+    Mutation("damaged-corpus-manifest-restarts", "pim/runs/writer.py",
+             "    if manifest is None or not isinstance(manifest.get(\"settings\"), dict):",
+             "    if False:", "a damaged corpus (or examples) manifest restarts the run from 0, deleting the progress",
+             ("tests/test_trust_round3.py::test_a_damaged_corpus_manifest_is_refused_and_the_progress_kept",
+              "tests/test_coverage_run_files.py::test_a_damaged_manifest_beside_committed_progress_is_refused_and_kept")),
     Mutation("stale-temps-kept", "pim/activation_files.py", "            if stale and tmp.is_file():",
              "            if False:", "a killed run's temporaries stay when it starts again",
              ("tests/test_trust_round3.py::test_temporaries_left_by_a_kill_are_removed_when_the_run_or_merge_starts_"
@@ -397,6 +398,11 @@ MUTATIONS = [
              "        setattr(tokenizer, names[key], tokenizer.convert_ids_to_tokens(int(token_id)))\n", "        pass\n",
              "a converted tokenizer keeps transformers' guess of BOS, EOS, UNK and PAD, not the GGUF's",
              ("tests/test_coverage_gguf.py",)),
+    Mutation("overwrite-move-not-resumable", "pim/runs/writer.py",
+             '        if kind == "manifest" or staged[kind].exists() or not final[kind].exists():\n',
+             "        if True:\n", "an --overwrite run killed between moving its data file and its manifest cannot be "
+             "completed by the same command (FileNotFoundError)",
+             ("tests/test_coverage_run_files.py::test_an_overwrite_run_killed_between_its_renames_is_completed_by_the_next_one",)),
 ]
 
 

@@ -113,6 +113,30 @@ def test_missing_and_unfinished_runs(tmp_path):
         pim.open_run(tmp_path, "hand", "m")
 
 
+def test_a_run_without_manifest_or_index_is_not_finished(tmp_path):
+    """Issue 27: the paper's own files (no manifest) without their index file: nothing says the run is
+    unfinished but the missing index, which the error names."""
+    paths = hand_made(tmp_path, manifest=False)
+    paths["index"].unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{paths['index']}: no such file; the run is not finished")):
+        pim.open_run(tmp_path, "hand", "m")
+
+
+def test_a_run_knows_its_names_and_a_corpus_run_has_no_layer_means(tmp_path):
+    """Issue 27: run.file and run.model are the names asked for (not swapped); a corpus run counts tokens and
+    has no ratio file, so no per-layer means; a generation run's means are those of its rows (l/4, by hand)."""
+    hand_made(tmp_path, "wmt22-deu2eng", "m")
+    run = pim.open_run(tmp_path, "wmt22-deu2eng", "m")
+    assert (run.file, run.model, run.kind) == ("wmt22-deu2eng", "m", "generation")
+    assert run.layer_means()["eq_zero"].tolist() == [l / 4 for l in range(LAYERS)]
+    corpus = run_paths(tmp_path, "corpus-deu", "m")
+    corpus["index"].write_text(index_line(np.ones((LAYERS, WIDTH), dtype=int)))
+    write_manifest(corpus["manifest"], {"kind": "corpus", "status": "finished", "tokens": 12, "lines_done": 3})
+    run = pim.open_run(tmp_path, "corpus-deu", "m")
+    assert (run.file, run.kind, run.counted) == ("corpus-deu", "corpus", 12)
+    assert run.layer_means() is None and run.ratios is None
+
+
 def test_a_run_without_manifest_opens_with_a_note(tmp_path):
     hand_made(tmp_path, manifest=False)
     run = pim.open_run(tmp_path, "hand", "m")

@@ -159,3 +159,47 @@ def test_runs_without_ratio_files_are_compared_on_their_index_counts(tmp_path):
     assert f"its top 1% of neurons take {share:.2%} of all activations ({base_share:.2%})" in md
     assert "(no ratio file)" in md
     assert sorted(p.name for p in (results / "figures").iterdir()) == ["compare-t-deu2eng-m-peak.png"]
+
+
+# ----------------------------------------------------------------------------- perplexity table, peaks, heatmap
+def test_the_perplexity_table_reader_names_the_file_and_line_it_cannot_read(tmp_path):
+    from pim.activation_files import FormatError
+    from pim.stats.perplexity_table import HEADER, read_perplexity
+
+    good = ["none", "deu", "40", "1.5", "4.4817", "0.0", "1.0"]
+    path = tmp_path / "m-perplexity.csv"
+    path.write_text("\n".join(",".join(row) for row in (HEADER, good, ["deu", "deu", "forty", "2", "7.4", "3", "1.6"])))
+    with pytest.raises(FormatError, match=rf"m-perplexity\.csv:3: not a row of a perplexity table"):
+        read_perplexity(path)
+    path.write_text("\n".join(",".join(row) for row in (HEADER, good, ["deu", "deu"])))  # a short row
+    with pytest.raises(FormatError, match=r"m-perplexity\.csv:3: not a row"):
+        read_perplexity(path)
+    path.write_text("\n".join(",".join(row) for row in (["language", *HEADER[1:]], good)))
+    with pytest.raises(FormatError, match=r"m-perplexity\.csv: not a perplexity table \(header language,evaluated"):
+        read_perplexity(path)
+
+
+def test_the_peak_summary_says_no_neuron_fired_and_names_the_busiest_layers():
+    from pim.stats.peaks import peaks, summary_lines
+
+    counts = np.zeros((4, 5), dtype=np.int64)
+    counts[2, [0, 3]] = [9, 7]  # layer 2 holds two of the three kept neurons, layer 0 one
+    counts[0, 4] = 8
+    lines = summary_lines([peaks(np.zeros((4, 5), dtype=np.int64), 0.15), peaks(counts, 0.15)], ["direct", "PiM-3"])
+    assert lines[0] == "direct: no neuron fired"
+    assert lines[1] == "PiM-3: 3 of 20 neurons kept, counts 9 down to 7; most in layers 2 (2), 0 (1), 1 (0)"
+
+
+def test_the_heatmap_refuses_an_empty_index_a_tiny_image_and_an_unknown_colour_map(tmp_path):
+    from pim.cli import UserError
+    from pim.stats.heatmap import draw, matplotlib_cmap
+
+    for shape in ((0, 5), (3, 0)):
+        with pytest.raises(UserError, match="x: the index file holds no neurons"):
+            draw(np.zeros(shape, dtype=np.int64), tmp_path / "h.png", "x")
+    with pytest.raises(UserError, match="an image of 120 x 90 pixels leaves no room for the plot"):
+        draw(np.ones((3, 5), dtype=np.int64), tmp_path / "h.png", "x", width_px=120, height_px=90)
+    assert not (tmp_path / "h.png").exists()
+    with pytest.raises(UserError, match="no colour map 'hott'; try hot, viridis"):
+        matplotlib_cmap("hott")
+    assert matplotlib_cmap("viridis").name == "viridis"

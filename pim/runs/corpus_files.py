@@ -24,7 +24,7 @@ import numpy as np
 from pim.activation_files import index_line, read_index, remove_stale_temps, write_atomic, writing_temp
 from pim.cli import UserError
 from pim.runs.names import read_manifest, run_paths, write_manifest
-from pim.runs.writer import RunRefused, now, replace_run, staging_dir
+from pim.runs.writer import RunRefused, earlier_manifest, now, replace_run, staging_dir
 
 KIND = "corpus"  # the manifest's "kind" of a corpus run (generation runs have none)
 FILES = ("index", "manifest", "progress")  # the files of a corpus run
@@ -68,11 +68,6 @@ def _settings(manifest):
     return settings
 
 
-def _afresh(staged, staging):
-    """What to do to start afresh instead of resuming: --overwrite (of a staged --overwrite run: remove it)."""
-    return f"remove {staging} to start the --overwrite run afresh" if staged else "pass --overwrite to start afresh"
-
-
 class CorpusWriter:
     def __init__(self, results_dir, file, model, settings, overwrite=False):
         self.final = {k: v for k, v in run_paths(results_dir, file, model).items() if k in FILES}
@@ -91,14 +86,14 @@ class CorpusWriter:
         """Start or resume at `first_line` (the shard's); returns whether it resumed. Call it holding the run's
         lock: it removes the temporaries a killed process of the run left (remove_stale_temps)."""
         remove_stale_temps([*self.final.values(), *(self.staging / p.name for p in self.final.values())])
-        old = read_manifest(self.final["manifest"]) if self.overwrite else self._old_manifest(self.final)
+        old = read_manifest(self.final["manifest"]) if self.overwrite else earlier_manifest(self.final, self.staging)
         if old is not None and old.get("kind") != KIND:  # never replaced by a corpus run, not even with --overwrite
             raise RunRefused(f"{self.final['manifest']} is a generation run (make infer), not a corpus run: a corpus "
                              "run never replaces it; give the corpus run another FILE (FILE=corpus-<lang>), or move "
                              "that run away")
         if self.overwrite:
             self.paths = {k: self.staging / v.name for k, v in self.final.items()}
-            staged = self._old_manifest(self.paths, staged=True)
+            staged = earlier_manifest(self.paths, self.staging, staged=True)
             if staged is not None and staged.get("status") == "finished":  # killed while moving it into place
                 self._swap()
                 raise RunRefused(f"{self.final['manifest']}: the --overwrite run had finished; it is in place now")
@@ -129,22 +124,6 @@ class CorpusWriter:
         write_manifest(self.paths["manifest"], self.manifest)  # first: a progress file never lacks its manifest
         self._commit_progress()
         return False
-
-    def _old_manifest(self, paths, staged=False):
-        """The manifest of an earlier process of this run (in `paths`), or None where it never wrote one. A
-        manifest that is damaged (not the JSON object of a run), or missing beside a progress file, is refused:
-        starting afresh would delete the committed progress."""
-        path = paths["manifest"]
-        if not path.exists():
-            if paths["progress"].exists():
-                raise RunRefused(f"{path} is missing, but {paths['progress'].name} holds committed progress of the "
-                                 f"run: restore the manifest to resume, or {_afresh(staged, self.staging)}")
-            return None
-        manifest = read_manifest(path)
-        if manifest is None or not isinstance(manifest.get("settings"), dict):
-            raise RunRefused(f"{path}: damaged manifest (not the JSON object of a run): restore it to resume, or "
-                             f"{_afresh(staged, self.staging)}")
-        return manifest
 
     def _resume(self, old, info):
         path = self.paths["progress"]

@@ -30,7 +30,7 @@ import numpy as np
 from pim.activation_files import FormatError, write_atomic
 from pim.runs.example_topk import EMPTY
 from pim.runs.names import read_manifest, write_manifest
-from pim.runs.writer import RunRefused, now, replace_run, staging_dir
+from pim.runs.writer import RunRefused, earlier_manifest, now, replace_run, staging_dir
 
 KIND = "neuron-examples"  # the manifest's "kind"; the stem of the files' names
 FOLDER = "examples"  # inside the results folder
@@ -132,10 +132,10 @@ class ExamplesWriter:
 
     def open(self, info):
         """Start or resume; returns whether it resumed (then `state`, `corpus`, `next_line` say where)."""
-        old = read_manifest(self.final["manifest"])
+        old = read_manifest(self.final["manifest"]) if self.overwrite else earlier_manifest(self.final, self.staging)
         if self.overwrite:
             self.paths = {k: self.staging / v.name for k, v in self.final.items()}
-            staged = read_manifest(self.paths["manifest"])
+            staged = earlier_manifest(self.paths, self.staging, staged=True)
             if staged is not None and staged.get("status") == "finished":  # killed while moving it into place
                 self._swap()
                 raise RunRefused(f"{self.final['examples']}: the --overwrite run had finished; it is in place now")

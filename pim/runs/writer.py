@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pim.cli import UserError
 from pim.activation_files import index_line, remove_stale_temps, write_atomic, writing_temp
-from pim.runs.names import run_paths, write_manifest
+from pim.cli import UserError
+from pim.runs.names import read_manifest, run_paths, write_manifest
 
 NOT_SETTINGS = ("batch_size",)  # were settings of older manifests; the files do not depend on them
 
@@ -48,15 +48,35 @@ def staging_dir(results_dir, file, model):
     return Path(results_dir) / f".overwrite-{file}-{model}"
 
 
+def earlier_manifest(paths, staging, staged=False):
+    """The manifest of an earlier process of a corpus or examples run (its files `paths`; staged: the paths of an
+    --overwrite run in the folder `staging`), or None where it never wrote one. A manifest that is damaged (not the
+    JSON object of a run), or missing beside a progress file, is refused: starting afresh would delete the
+    committed progress."""
+    afresh = f"remove {staging} to start the --overwrite run afresh" if staged else "pass --overwrite to start afresh"
+    path = paths["manifest"]
+    if not path.exists():
+        if paths["progress"].exists():
+            raise RunRefused(f"{path} is missing, but {paths['progress'].name} holds committed progress of the "
+                             f"run: restore the manifest to resume, or {afresh}")
+        return None
+    manifest = read_manifest(path)
+    if manifest is None or not isinstance(manifest.get("settings"), dict):
+        raise RunRefused(f"{path}: damaged manifest (not the JSON object of a run): restore it to resume, or {afresh}")
+    return manifest
+
+
 def replace_run(final, staged, kinds, staging):
     """--overwrite: the finished run in the folder `staging` (its files `staged`, {kind: path}) replaces the old
     one (`final`). The old manifest goes first and the new one comes last, so that a crash in between leaves
-    files without a manifest (refused by every reader; the same --overwrite command completes the move), never
-    a mixed run. kinds: the kinds of the data files, moved before the manifest."""
+    files without a manifest (refused by every reader; the same --overwrite command completes the move: a data
+    file that is no longer staged was moved already), never a mixed run. kinds: the kinds of the data files,
+    moved before the manifest."""
     final["manifest"].unlink(missing_ok=True)
     final["progress"].unlink(missing_ok=True)
     for kind in (*kinds, "manifest"):
-        os.replace(staged[kind], final[kind])
+        if kind == "manifest" or staged[kind].exists() or not final[kind].exists():
+            os.replace(staged[kind], final[kind])
     shutil.rmtree(staging, ignore_errors=True)
 
 
