@@ -116,6 +116,17 @@ def write_atomic(path, text):
     os.replace(tmp, path)
 
 
+def save_npz_atomic(path, **arrays):
+    """np.savez of `arrays` into `path` as write_atomic writes text: durable on return, and a crash leaves
+    either the old file or the new one (a run's progress file)."""
+    path = Path(path)
+    with writing_temp(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def temp_path(path):
     """The hidden temporary a file is written to before it is renamed over `path`: .<name>.<pid>.tmp beside
     it. The pid tells a later start of the same run whether the writer of a leftover is gone

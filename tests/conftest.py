@@ -92,6 +92,13 @@ def infer(*args, **kwargs):
     return subprocess.run(command(*args, **kwargs), capture_output=True, text=True, timeout=600)
 
 
+def dead_pid():
+    """The pid of a process that has ended (a killed writer's, in the names of its temporaries)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 @contextmanager
 def ctrl_c_after(cls, calls):
     """`cls.__call__` (a run's step: pim.runs.generation.Generator, pim.runs.corpus.Counter) runs `calls`

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import dead_pid
 from test_run_checks import snapshot
 
 from pim.activation_files import FormatError
@@ -318,3 +319,17 @@ def test_a_damaged_examples_progress_file_is_refused_and_kept(tmp_path, damage):
     assert message.endswith("); pass --overwrite to start afresh")
     assert (damage != b"not a zip file") == ("KeyError: 'tokens'" in message)
     assert snapshot(tmp_path) == before
+
+
+def test_a_killed_examples_runs_temporaries_are_removed_when_it_starts_again(tmp_path):
+    """The progress file is written through .<name>.<pid>.tmp (as every run file): the next start removes a
+    dead process's temporary, of the final and of the staged run, and keeps another file."""
+    writer = planted_run("examples", tmp_path, finish=False)
+    progress, dead = writer.final["progress"], dead_pid()
+    stale = [progress.with_name(f".{progress.name}.{dead}.tmp"), writer.staging / f".{progress.name}.{dead}.tmp"]
+    writer.staging.mkdir()
+    other = progress.with_name("notes.tmp")
+    for path in stale + [other]:
+        path.write_bytes(b"PK half a file")
+    assert open_writer(new_writer("examples", tmp_path)) is True
+    assert [p.exists() for p in stale] == [False, False] and other.exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, dead_pid
 
 from pim.models import pypi as pypi_models
 from pim.models import weights
@@ -211,12 +211,6 @@ def test_first_use_waits_for_another_conversion_of_the_same_folder(tmp_path, cap
         release.set()
         other.join()
     assert "waiting for another process" in capsys.readouterr().err
-
-
-def dead_pid():
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def test_leftovers_of_killed_conversions_and_downloads_are_removed_on_the_next_start(tmp_path):

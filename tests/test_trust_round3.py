@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ctrl_c_after, files
+from conftest import ctrl_c_after, dead_pid, files
 from conftest import command as infer_command
 from test_corpus_scale import LINES, NAME, TEXTS, expected, manifest, run, run_shard, write_txt  # noqa: F401
 from test_lape_workflow import ROOT, bloom, write_neurons  # noqa: F401 -- bloom and expected are fixtures
@@ -312,12 +312,6 @@ def test_a_damaged_corpus_manifest_is_refused_and_the_progress_kept(bloom, data,
 
 
 # ----------------------------------------------------------------------------- leftovers
-def dead_pid():
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
-
-
 def test_temporaries_left_by_a_kill_are_removed_when_the_run_or_merge_starts_again(bloom, data, tmp_path, expected):
     """A kill leaves the hidden temporaries of the files being written (.<name>.<pid>.tmp): the next start
     of the same run removes those whose process is gone, and keeps a live process's and anything else."""

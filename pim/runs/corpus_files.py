@@ -15,13 +15,12 @@ beside the old one (.overwrite-<FILE>-<MODEL>/, where a killed --overwrite run r
 the old run only when it is finished: the old run stays readable until then.
 """
 import json
-import os
 import shutil
 import sys
 
 import numpy as np
 
-from pim.activation_files import index_line, read_index, remove_stale_temps, write_atomic, writing_temp
+from pim.activation_files import index_line, read_index, remove_stale_temps, save_npz_atomic, write_atomic
 from pim.cli import UserError
 from pim.runs.names import read_manifest, run_paths, write_manifest
 from pim.runs.writer import RunRefused, earlier_manifest, now, replace_run, staging_dir
@@ -174,12 +173,8 @@ class CorpusWriter:
     def _commit_progress(self):
         state = {"next_line": self.next_line, "window_done": sorted(self.window_done), "texts": self.texts,
                  "tokens": self.tokens, "cut": self.cut, "tokens_before": self.tokens_before}
-        with writing_temp(self.paths["progress"]) as tmp, open(tmp, "wb") as f:
-            np.savez(f, state=np.array(json.dumps(state)),
-                     counts=self.counts if self.counts is not None else np.zeros(0, dtype=np.int64))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.paths["progress"])
+        save_npz_atomic(self.paths["progress"], state=np.array(json.dumps(state)),
+                        counts=self.counts if self.counts is not None else np.zeros(0, dtype=np.int64))
         self.manifest.update(lines_done=self.texts, tokens=self.tokens, next_line=self.next_line, updated=now())
         write_manifest(self.paths["manifest"], self.manifest)
 

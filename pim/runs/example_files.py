@@ -20,14 +20,13 @@ with --overwrite works in a hidden folder beside the old files (.overwrite-<MODE
 moved over them when finished, as corpus runs do (pim/runs/corpus_files.py).
 """
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pim.activation_files import FormatError, write_atomic
+from pim.activation_files import FormatError, remove_stale_temps, save_npz_atomic, write_atomic
 from pim.runs.example_topk import EMPTY
 from pim.runs.names import read_manifest, write_manifest
 from pim.runs.writer import RunRefused, earlier_manifest, now, replace_run, staging_dir
@@ -131,7 +130,9 @@ class ExamplesWriter:
         self.state = None  # the running top-k's host arrays at the last commit
 
     def open(self, info):
-        """Start or resume; returns whether it resumed (then `state`, `corpus`, `next_line` say where)."""
+        """Start or resume; returns whether it resumed (then `state`, `corpus`, `next_line` say where). Call it
+        holding the run's lock: it removes the temporaries a killed process of the run left (remove_stale_temps)."""
+        remove_stale_temps([*self.final.values(), *(self.staging / p.name for p in self.final.values())])
         old = read_manifest(self.final["manifest"]) if self.overwrite else earlier_manifest(self.final, self.staging)
         if self.overwrite:
             self.paths = {k: self.staging / v.name for k, v in self.final.items()}
@@ -185,13 +186,8 @@ class ExamplesWriter:
         top-k's host arrays. Durable on return."""
         self.corpus, self.next_line, self.state = corpus, next_line, state
         self.tokens = self.tokens[:corpus] + [0] * (corpus - len(self.tokens)) + [int(tokens)]
-        tmp = self.paths["progress"].with_name(f".{self.paths['progress'].name}.tmp")
         where = {"corpus": corpus, "next_line": next_line, "tokens": self.tokens}
-        with open(tmp, "wb") as f:
-            np.savez(f, where=np.array(json.dumps(where)), **state)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.paths["progress"])
+        save_npz_atomic(self.paths["progress"], where=np.array(json.dumps(where)), **state)
         self.manifest.update(corpus=corpus, next_line=next_line, tokens=self.tokens, updated=now())
         write_manifest(self.paths["manifest"], self.manifest)
 

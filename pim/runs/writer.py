@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pim.activation_files import index_line, remove_stale_temps, write_atomic, writing_temp
+from pim.activation_files import index_line, remove_stale_temps, save_npz_atomic, write_atomic, writing_temp
 from pim.cli import UserError
 from pim.runs.names import read_manifest, run_paths, write_manifest
 
@@ -322,13 +322,10 @@ class RunWriter:
     def _commit_progress(self):
         pending = [[i, line, ratio, n] for i, (line, ratio, n) in sorted(self.pending.items())]
         known = {} if self.prompt_steps is None else {"prompt_steps": np.asarray(self.prompt_steps, dtype=np.int64)}
-        with writing_temp(self.paths["progress"]) as tmp, open(tmp, "wb") as f:
-            np.savez(f, done=self.done, steps=self.steps, result_bytes=self.sizes["result"],
-                     ratio_bytes=self.sizes["ratio"], result_crc32=self.crcs["result"], ratio_crc32=self.crcs["ratio"], pending=np.array(json.dumps(pending, ensure_ascii=False)),
-                     counts=self.counts if self.counts is not None else np.zeros(0, dtype=np.int64), **known)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.paths["progress"])
+        save_npz_atomic(self.paths["progress"], done=self.done, steps=self.steps, result_bytes=self.sizes["result"],
+                        ratio_bytes=self.sizes["ratio"], result_crc32=self.crcs["result"],
+                        ratio_crc32=self.crcs["ratio"], pending=np.array(json.dumps(pending, ensure_ascii=False)),
+                        counts=self.counts if self.counts is not None else np.zeros(0, dtype=np.int64), **known)
         self.manifest.update(prompts_done=len(self.completed), prompts_in_files=self.done, counted_steps=self.steps,
                              updated=now())
         write_manifest(self.paths["manifest"], self.manifest)
